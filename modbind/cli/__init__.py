@@ -1,0 +1,1 @@
+"""The ``modbind`` command line: one module per command group."""

@@ -1,0 +1,4 @@
+import click
+@click.command()
+def align() -> None:
+    """(placeholder: issue 6)"""

@@ -1,0 +1,4 @@
+import click
+@click.group()
+def data() -> None:
+    """(placeholder: issue 9)"""

@@ -1,0 +1,40 @@
+"""``modbind recipe show|validate``: see exactly what a run will use before spending compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from modbind.recipes import dump_recipe, load_recipe
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.batch_size=32 (repeatable; value read as YAML).",
+)
+
+
+@click.group()
+def recipe() -> None:
+    """Inspect and check recipe YAML files."""
+
+
+@recipe.command()
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+@set_option
+def show(file: Path | None, overrides: tuple[str, ...]) -> None:
+    """Print the fully resolved recipe: FILE (or the paper's defaults) with overrides and plugin defaults."""
+    click.echo(dump_recipe(load_recipe(file, overrides)), nl=False)
+
+
+@recipe.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@set_option
+def validate(file: Path, overrides: tuple[str, ...]) -> None:
+    """Check FILE against the recipe schema and the plugin's options; exit 0 when valid."""
+    resolved = load_recipe(file, overrides)
+    click.echo(f"{file}: valid (plugin {resolved.plugin.name}, batch {resolved.train.batch_size}, "
+               f"{resolved.train.finetune} fine-tune)")

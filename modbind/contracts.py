@@ -1,0 +1,219 @@
+"""The types a plugin implements: what the core knows about a modality, an anchor, a dataset or a task.
+
+A plugin contributes instances of these classes through the hooks in :mod:`modbind.hookspecs`. The
+trainer, the evaluator and the CLI see a modality *only* through :class:`EncoderPlugin`, so depth, IMU
+or any other sensor fits the same pipeline as audio.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
+
+from modbind.errors import ConfigError, did_you_mean
+
+Batch = dict[str, Tensor]
+"""A dict of batched tensors, e.g. ``{"waveform": (B, N), "padding_mask": (B, N)}``."""
+
+
+class EncoderOptions(BaseModel):
+    """Options every encoder accepts. Plugins subclass this and add their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = None
+    """An official checkpoint to start from; None builds the encoder from the plugin's default config."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to trade compute for memory."""
+    lora_targets: list[str] | None = None
+    """Module-name patterns LoRA wraps; None uses the plugin's declared default."""
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns: a pooled vector per item and, where it has them, token features."""
+
+    pooled: Tensor
+    """(B, width)"""
+    tokens: Tensor | None = None
+    """(B, T, width)"""
+    token_padding_mask: Tensor | None = None
+    """(B, T), True where a token covers only padding."""
+
+
+class ModalityEncoder(nn.Module):
+    """Base class of plugin encoders: ``forward(features) -> EncoderOutput`` with a known ``width``."""
+
+    width: int
+
+    def forward(self, features: Batch) -> EncoderOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def layers(self) -> list[nn.Module]:
+        """Blocks from input to output; partial fine-tuning trains the last k of them."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its layers for partial fine-tuning")
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Turn activation recomputation on or off (default: not supported, so refuse loudly)."""
+        if enabled:
+            raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+
+
+class EncoderPlugin(abc.ABC):
+    """One modality encoder: how to read an item, turn it into features and encode it.
+
+    The data path is split so each step runs where it is cheapest:
+    ``load_item`` and ``preprocess`` run per item in DataLoader workers (CPU), ``featurize`` and
+    ``augment`` run batched on the training device, then the encoder.
+    """
+
+    name: ClassVar[str]
+    """Unique name used on the command line, e.g. ``audio_beats``."""
+    modality: ClassVar[str]
+    """What kind of data it encodes, e.g. ``audio``, ``imu``, ``depth``."""
+    Options: ClassVar[type[EncoderOptions]] = EncoderOptions
+    """The pydantic model of this plugin's options (recipe section ``plugin.options``)."""
+    file_extensions: ClassVar[tuple[str, ...]] = ()
+    """File endings ``load_item`` reads, e.g. ``(".wav", ".flac")``; used to pick files from a folder."""
+
+    def options(self, raw: Mapping[str, Any] | EncoderOptions | None = None) -> EncoderOptions:
+        """Validate raw options into this plugin's model, with errors that name the bad field."""
+        if isinstance(raw, self.Options):
+            return raw
+        try:
+            return self.Options.model_validate(dict(raw or {}))
+        except ValidationError as err:
+            raise ConfigError(describe_validation_error(err, f"plugin.options ({self.name})", self.Options)) from None
+
+    @abc.abstractmethod
+    def load_item(self, path: Path, options: EncoderOptions) -> Any:
+        """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot."""
+
+    @abc.abstractmethod
+    def preprocess(
+        self, item: Any, options: EncoderOptions, *, train: bool, generator: torch.Generator | None = None
+    ) -> Batch:
+        """Per-item CPU work (resample, crop, pad) giving fixed-shape tensors that stack into a batch.
+
+        ``train`` selects the random training policy (e.g. random truncation) over the deterministic
+        evaluation policy. Runs in DataLoader workers, so keep it free of model state.
+        """
+
+    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+        """Batched device-side feature extraction (e.g. log-mel fbank). Default: pass through."""
+        return batch
+
+    def augment(self, features: Batch, options: EncoderOptions, generator: torch.Generator | None = None) -> Batch:
+        """Train-time augmentation of featurized batches (e.g. SpecAugment). Default: none."""
+        return features
+
+    @abc.abstractmethod
+    def build_encoder(self, options: EncoderOptions) -> ModalityEncoder:
+        """The encoder: loaded from ``options.checkpoint`` when set, else freshly initialised."""
+
+    @abc.abstractmethod
+    def load_checkpoint(self, path: Path, options: EncoderOptions) -> ModalityEncoder:
+        """Build the encoder from an official checkpoint file (never unpickling untrusted code)."""
+
+    def lora_targets(self, options: EncoderOptions) -> list[str]:
+        """Module-name patterns LoRA should wrap (``options.lora_targets`` overrides the default)."""
+        if options.lora_targets is not None:
+            return list(options.lora_targets)
+        return list(self.default_lora_targets)
+
+    default_lora_targets: ClassVar[tuple[str, ...]] = ()
+
+
+class Augmentation(abc.ABC):
+    """A named, batched train-time transform of featurized inputs, selectable from a recipe."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    """Modality whose features it understands; ``"*"`` for any."""
+
+    @abc.abstractmethod
+    def __call__(self, features: Batch, generator: torch.Generator | None = None, **params: Any) -> Batch:
+        """Return augmented features; ``params`` come from the recipe entry."""
+
+
+class AnchorProvider(abc.ABC):
+    """A source of frozen, pre-aligned text-image spaces (e.g. OpenCLIP models)."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def handles(self, model: str) -> bool:
+        """Whether this provider understands the recipe's ``anchor.model`` string."""
+
+    @abc.abstractmethod
+    def load(self, model: str, pretrained: str | None, **kwargs: Any) -> Any:
+        """Load the frozen anchor (a :class:`modbind.anchor.Anchor`), offline when weights are on disk."""
+
+
+class DatasetReader(abc.ABC):
+    """Reads one dataset's original metadata layout into manifest entries."""
+
+    name: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def read(self, root: Path, split: str | None = None) -> Iterator[Any]:
+        """Yield manifest entries (:class:`modbind.data.manifest.ManifestEntry`) for ``split``."""
+
+
+class EvalTask(abc.ABC):
+    """One evaluation protocol (retrieval, zero-shot classification, ...)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def run(self, context: Any, **options: Any) -> Any:
+        """Evaluate and return a result record (see :mod:`modbind.eval`)."""
+
+
+def describe_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+    """One line per problem: the dotted field, what is wrong, and the nearest valid key if it is unknown."""
+    lines = []
+    for problem in err.errors():
+        path = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            hint = did_you_mean(str(problem["loc"][-1]), _field_names(model, problem["loc"][:-1]))
+            lines.append(f"{where}: unknown key '{path}'{hint}")
+        else:
+            lines.append(f"{where}: '{path}': {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _field_names(model: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
+    """Valid keys at a nested location of ``model`` (best effort: follows nested pydantic models)."""
+    current: Any = model
+    for part in parents:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _nested_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _nested_model(annotation: Any) -> Any:
+    """The pydantic model inside an annotation like ``Model | None`` or ``list[Model]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,1 @@
+"""Data: the manifest format, dataset readers, mixing, shards and filtering."""

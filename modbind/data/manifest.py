@@ -1,0 +1,95 @@
+"""The manifest: one JSON object per line describing an item, its texts and labels.
+
+Example line::
+
+    {"id": "Y7fmOlUlwoNg_30", "path": "audio/Y7fmOlUlwoNg_30.wav",
+     "captions": {"en": ["a dog barks", "barking dog"], "pt": ["um cão late", "cão latindo"]},
+     "labels": {"en": ["dog"], "pt": ["cão"]}, "split": "test", "fold": 1,
+     "image": "frames/Y7fmOlUlwoNg_30.jpg", "source": "audiocaps"}
+
+``path`` (and ``image``) are relative to the manifest's root folder. ``captions`` and ``labels`` are keyed
+by language code; ``labels[lang][i]`` translates ``labels["en"][i]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modbind.errors import DataError
+
+
+class ManifestEntry(BaseModel):
+    """One item of a dataset (a clip with its captions, labels and optional paired image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    path: str
+    captions: dict[str, list[str]] = Field(default_factory=dict)
+    labels: dict[str, list[str]] = Field(default_factory=dict)
+    split: str | None = None
+    fold: int | None = None
+    image: str | None = None
+    source: str | None = None
+    duration: float | None = None
+    sample_rate: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", "path")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def captions_in(self, language: str) -> list[str]:
+        """Non-empty captions in ``language`` (empty list when the language is absent)."""
+        return [c for c in self.captions.get(language, []) if c.strip()]
+
+
+def read_manifest(path: Path) -> list[ManifestEntry]:
+    """All entries of a JSONL manifest; a malformed line fails with the file, line and the problem."""
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
+            if not line:
+                continue
+            try:
+                yield ManifestEntry.model_validate(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+            except ValidationError as err:
+                problems = "; ".join(
+                    f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in err.errors()
+                )
+                raise DataError(f"{path}:{number}: {problems}") from None
+
+
+def write_manifest(entries: Iterable[ManifestEntry], path: Path) -> int:
+    """Write entries atomically (temp file + rename); returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False))
+            handle.write("\n")
+            count += 1
+    tmp.replace(path)
+    return count

@@ -1,0 +1,38 @@
+"""Errors that reach the user as one clear line (the CLI prints them without a traceback)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ModbindError(Exception):
+    """A problem the user can fix: the message names the bad thing and what to do."""
+
+
+class PluginError(ModbindError):
+    """A plugin is unknown, duplicated or failed to import."""
+
+
+class ConfigError(ModbindError):
+    """A recipe or override is invalid."""
+
+
+class DataError(ModbindError):
+    """An input file or manifest is unusable."""
+
+
+class CheckpointError(ModbindError):
+    """A checkpoint is missing, malformed or does not fit the model."""
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The nearest valid spelling of ``word``, used to suggest a fix in error messages."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' when a close match exists, else ''."""
+    match = closest(word, choices)
+    return f" (did you mean '{match}'?)" if match else ""

@@ -1,0 +1,93 @@
+"""Reading recipes: YAML file + ``--set key.path=value`` overrides → a validated :class:`Recipe`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modbind.config import Recipe
+from modbind.contracts import describe_validation_error
+from modbind.errors import ConfigError
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, or a ConfigError naming the file (and line) when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"malformed YAML in {where}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.batch_size=32`` → (["train", "batch_size"], 32); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like key.path=value (e.g. train.batch_size=32)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set each dotted key in a copy of ``data``; intermediate sections are created as needed."""
+    result = _deep_copy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = result
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{key}' is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def load_recipe(path: Path | None = None, overrides: Iterable[str] = (), *, resolve_plugin: bool = True) -> Recipe:
+    """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied.
+
+    With ``resolve_plugin`` the plugin's options are validated against the plugin's own options model
+    and filled with its defaults, so ``recipe show`` prints exactly what a run will use.
+    """
+    data = read_yaml(Path(path)) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    where = str(path) if path is not None else "recipe"
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, where, Recipe)) from None
+    if resolve_plugin:
+        from modbind.plugins import get_registry
+
+        plugin = get_registry().encoder(recipe.plugin.name)
+        options = plugin.options(recipe.plugin.options)
+        recipe.plugin.options = options.model_dump(mode="json")
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (what ``recipe show`` prints and runs save)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,1 @@
+"""modbind_audio_mae"""
