@@ -44,7 +44,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        value = _number_or_text(value)
     return key.strip().split("."), value
+
+
+def _number_or_text(text: str) -> Any:
+    """YAML 1.1 reads '1e-4' as text; people mean the number (words like 'nan' stay text)."""
+    if not any(ch.isdigit() for ch in text):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole suite: where the read-only conformance data lives, a clean registry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Nothing in the suite may reach the network: hub libraries fail fast instead of downloading.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def shared_root() -> Path:
+    """``../shared`` beside the checkout (CI lays it there), or $MODBIND_SHARED_DIR."""
+    env = os.environ.get("MODBIND_SHARED_DIR")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    root = shared_root()
+    if not (root / "conformance").is_dir():
+        pytest.fail(f"conformance fixtures not found at {root}; set MODBIND_SHARED_DIR to the shared/ folder")
+    return root
+
+
+@pytest.fixture(scope="session")
+def conformance_dir(shared_dir: Path) -> Path:
+    return shared_dir / "conformance"
+
+
+@pytest.fixture
+def fresh_registry():
+    """Rebuild the plugin registry around a test that installs or removes plugins."""
+    from modbind.plugins import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()
+
+
+IMU_PLUGIN_SOURCE = REPO / "tests" / "third_party" / "modbind_imu"
+
+
+@pytest.fixture(scope="session")
+def imu_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The third-party IMU plugin pip-installed (its own distribution and entry point) into a folder."""
+    import subprocess
+    import sys
+
+    site = tmp_path_factory.mktemp("imu_site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(IMU_PLUGIN_SOURCE)],
+        check=True,
+    )
+    return site
+
+
+@pytest.fixture
+def imu_plugin(imu_plugin_site: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry):
+    """Make the installed IMU plugin visible to this process (and to subprocesses via PYTHONPATH)."""
+    import os
+
+    monkeypatch.syspath_prepend(str(imu_plugin_site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(imu_plugin_site), os.environ.get("PYTHONPATH")])))
+    from modbind.plugins import reset_registry
+
+    reset_registry()
+    return imu_plugin_site

@@ -1,0 +1,92 @@
+"""Recipes: paper defaults, overrides, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from modbind.cli.main import cli
+from modbind.config import Recipe
+from modbind.errors import ConfigError
+from modbind.recipes import apply_overrides, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_papers_basic_recipe():
+    recipe = Recipe()
+    optim = recipe.train.optimizer
+    assert (optim.lr, optim.min_lr, optim.betas, optim.eps, optim.weight_decay) == (5e-5, 1e-5, (0.9, 0.98), 1e-8, 1e-6)
+    assert recipe.train.batch_size == 64
+    assert (recipe.anchor.model, recipe.anchor.pretrained) == ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k")
+    assert recipe.data.caption_language == "en"
+    assert recipe.eval.languages == ["en", "pt", "es", "fr", "de", "zh", "ja", "ru", "tr", "hi", "ar", "sw"]
+
+
+def test_overrides_create_nested_values_and_parse_yaml_scalars():
+    data = apply_overrides({"train": {"batch_size": 64}}, ["train.batch_size=8", "train.optimizer.lr=1e-4", "plugin.options.spec_augment=false"])
+    assert data["train"]["batch_size"] == 8
+    assert data["train"]["optimizer"]["lr"] == 1e-4
+    assert data["plugin"]["options"]["spec_augment"] is False
+
+
+def test_plugin_options_are_validated_and_filled_by_the_plugin(imu_plugin):
+    recipe = load_recipe(None, ["plugin.name=imu_conv", "plugin.options.window=64"])
+    assert recipe.plugin.options["window"] == 64
+    assert recipe.plugin.options["channels"] == 6  # the plugin's default, filled in
+    with pytest.raises(ConfigError, match=r"plugin.options \(imu_conv\): unknown key 'windw' \(did you mean 'window'\?\)"):
+        load_recipe(None, ["plugin.name=imu_conv", "plugin.options.windw=64"])
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        ("train:\n  batch_sise: 8\n", [], r"unknown key 'train.batch_sise' \(did you mean 'batch_size'\?\)"),
+        ("train:\n  batch_size: many\n", [], r"'train.batch_size': Input should be a valid integer"),
+        ("train: [1, 2\n", [], r"malformed YAML in .*recipe.yaml:\d+:\d+"),
+        ("- just\n- a list\n", [], r"a recipe must be a YAML mapping"),
+        ("", ["optimiser.lr=1"], r"unknown key 'optimiser' \(did you mean 'optimizer'\?\)|unknown key 'optimiser'"),
+    ],
+)
+def test_bad_recipes_fail_with_one_clear_message(tmp_path, content, overrides, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(path, overrides, resolve_plugin=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recipe", "validate", "missing.yaml"], "Error: recipe file not found: missing.yaml"),
+        (["recipe", "show", "--set", "plugin.name=audio_beets"], "Error: unknown encoder plugin 'audio_beets' (did you mean 'audio_beats'?)"),
+        (["recipe", "show", "--set", "train.epochs=-1"], "Error: recipe: 'train.epochs': Input should be greater than or equal to 1"),
+        (["recipe", "show", "--set", "nonsense"], "Error: override 'nonsense' must look like key.path=value"),
+    ],
+)
+def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "modbind.cli.main", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(message), result.stderr
+
+
+def test_every_shipped_recipe_validates(fresh_registry):
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "recipes/ holds no YAML files"
+    for path in recipes:
+        result = CliRunner().invoke(cli, ["recipe", "validate", str(path)])
+        assert result.exit_code == 0, f"{path.name}: {result.output}"
+
+
+def test_show_prints_the_resolved_recipe_as_yaml(fresh_registry):
+    result = CliRunner().invoke(cli, ["recipe", "show", "--set", "train.batch_size=110"])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.output)
+    assert resolved["train"]["batch_size"] == 110
+    assert resolved["plugin"]["options"]["sample_rate"] == 16000

@@ -1,0 +1,1 @@
+"""modbind-imu: a six-channel IMU encoder plugin for modbind (example third-party package)."""
