@@ -25,7 +25,8 @@ class AnchorConfig(Section):
     model: str = "xlm-roberta-base-ViT-B-32"
     """An open_clip model name, ``hf-hub:org/repo``, ``local-dir:/path`` or anything a provider handles."""
     pretrained: str | None = "laion5b_s13b_b90k"
-    """open_clip pretrained tag or a local weights file; ignored for ``hf-hub:``/``local-dir:`` models."""
+    """open_clip pretrained tag, or a local weights file (which also overrides a ``local-dir:`` model's
+    weights); a tag is ignored for ``hf-hub:``/``local-dir:`` models."""
     cache_dir: Path | None = None
     """Where downloaded weights live (default: open_clip's/HF's cache)."""
     device: str = "cpu"

@@ -1,0 +1,296 @@
+"""The caption-embedding cache: every caption goes through the frozen text tower once, ever.
+
+Layout (one folder per anchor identity under ``root``)::
+
+    root/<identity-slug>-<hash>/
+        cache.json                        identity + dim, for humans and sanity checks
+        shard-<time>-<pid>-<rand>.safetensors   "embeddings" (n, dim) float32, "keys" (n, 32) uint8
+
+A key is the sha256 of the exact caption text; the folder is the anchor identity, so an entry is
+addressed by (identity, text). Shards are immutable and appear atomically (temp file + rename), each
+carrying its own key index, so the set of finished shard files *is* the index: there is no shared
+mutable file for concurrent readers (DataLoader workers, ranks) to see half-written. Building writes a
+shard every ``shard_rows`` captions, so an interrupted build resumes where it stopped; a file lock
+serialises concurrent builders. Readers memory-map shards and copy only the rows they ask for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from modbind.errors import ConfigError, DataError
+
+FORMAT = "modbind.caption_cache/1"
+KEY_BYTES = 32
+SHARD_GLOB = "shard-*.safetensors"
+_NUMPY_DTYPES = {"F32": np.float32, "U8": np.uint8}
+
+
+class CaptionCacheMiss(DataError):
+    """Captions were asked for that the cache does not hold (build it first)."""
+
+
+def caption_key(text: str) -> bytes:
+    """The content address of a caption within one anchor's cache: sha256 of its exact UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+@dataclass
+class _Shard:
+    path: Path
+    embeddings: np.ndarray
+    keys: np.ndarray
+
+
+class _Index:
+    """Sorted keys of all loaded shards, for vectorised lookups (32 bytes per caption, no Python dict)."""
+
+    def __init__(self, shards: list[_Shard]):
+        self.shards = shards
+        counts = [len(s.keys) for s in shards]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if shards:
+            all_keys = np.concatenate([np.ascontiguousarray(s.keys).view(f"S{KEY_BYTES}").reshape(-1) for s in shards])
+        else:
+            all_keys = np.empty(0, dtype=f"S{KEY_BYTES}")
+        self.order = np.argsort(all_keys, kind="stable")
+        self.sorted_keys = all_keys[self.order]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Global row of each key, -1 where absent."""
+        if len(self.sorted_keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.searchsorted(self.sorted_keys, keys)
+        pos_clipped = np.minimum(pos, len(self.sorted_keys) - 1)
+        hit = self.sorted_keys[pos_clipped] == keys
+        return np.where(hit, self.order[pos_clipped], -1).astype(np.int64)
+
+    def gather(self, rows: np.ndarray, dim: int) -> np.ndarray:
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        shard_ids = np.searchsorted(self.offsets, rows, side="right") - 1
+        for shard_id in np.unique(shard_ids):
+            mask = shard_ids == shard_id
+            local = rows[mask] - self.offsets[shard_id]
+            out[mask] = self.shards[shard_id].embeddings[local]
+        return out
+
+
+class CaptionCache:
+    """Frozen-text-tower embeddings of captions, on disk, keyed by (anchor identity, exact text).
+
+    Typical use: ``cache = CaptionCache(root, anchor_identity(cfg))``;
+    ``cache.ensure(captions, lambda: load_anchor(cfg))`` once (rank 0 or the CLI), then
+    ``cache.get(batch_captions)`` anywhere, without the anchor in memory.
+    """
+
+    def __init__(self, root: Path, anchor_identity: str, *, shard_rows: int = 4096):
+        if not anchor_identity:
+            raise ConfigError("CaptionCache needs the anchor identity (modbind.anchor.anchor_identity(config))")
+        self.root = Path(root)
+        self.anchor_identity = anchor_identity
+        self.shard_rows = shard_rows
+        self.folder = self.root / _folder_name(anchor_identity)
+        self._index: _Index | None = None
+        self._loaded: dict[str, _Shard] = {}
+
+    def __repr__(self) -> str:
+        return f"CaptionCache({str(self.folder)!r}, identity={self.anchor_identity!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps are reopened lazily in the receiving process (DataLoader workers, spawn).
+        return {"root": self.root, "anchor_identity": self.anchor_identity, "shard_rows": self.shard_rows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], state["anchor_identity"], shard_rows=state["shard_rows"])  # type: ignore[misc]
+
+    def __contains__(self, text: object) -> bool:
+        return isinstance(text, str) and bool(self._rows([text], refresh=True)[0] >= 0)
+
+    def __len__(self) -> int:
+        """Captions held (a caption embedded twice by racing builders counts twice)."""
+        return len(self._current_index())
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding width, or None while the cache is empty."""
+        index = self._current_index()
+        return int(index.shards[0].embeddings.shape[1]) if index.shards else None
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct texts (first-seen order) not yet in the cache."""
+        unique = list(dict.fromkeys(_check_texts(texts)))
+        rows = self._rows(unique, refresh=True)
+        return [t for t, row in zip(unique, rows) if row < 0]
+
+    def ensure(
+        self,
+        texts: Sequence[str],
+        anchor_loader: Callable[[], Any],
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> None:
+        """Embed the texts the cache lacks, writing a shard every ``shard_rows`` captions.
+
+        ``anchor_loader`` is only called when something is missing, so a warm cache never loads (or
+        runs) the text tower. Safe to call from several processes at once: one builds, the others wait
+        and then find nothing left to do.
+        """
+        if not self.missing(texts):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._build_lock():
+            todo = self.missing(texts)
+            if not todo:
+                return
+            anchor = anchor_loader()
+            if anchor.identity != self.anchor_identity:
+                raise ConfigError(
+                    f"caption cache {self.folder} is for anchor {self.anchor_identity}, "
+                    f"but the loader gave {anchor.identity}; use CaptionCache(root, anchor.identity)"
+                )
+            self._write_meta(anchor.dim)
+            with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
+                for start in range(0, len(todo), self.shard_rows):
+                    chunk = todo[start : start + self.shard_rows]
+                    embeddings = anchor.encode_text(chunk, batch_size=batch_size)
+                    self._write_shard(chunk, embeddings)
+                    bar.update(len(chunk))
+        self._refresh()
+
+    def get(self, texts: Sequence[str]) -> Tensor:
+        """(N, dim) float32 embeddings in the order of ``texts``; raises :class:`CaptionCacheMiss` if any is absent."""
+        texts = _check_texts(texts)
+        rows = self._rows(texts, refresh=False)
+        if (rows < 0).any():
+            rows = self._rows(texts, refresh=True)  # another process may have added shards since
+        absent = [t for t, row in zip(texts, rows) if row < 0]
+        if absent:
+            raise CaptionCacheMiss(
+                f"caption cache {self.folder} lacks {len(set(absent))} of {len(set(texts))} captions "
+                f"(e.g. {absent[0]!r}); build it first with `modbind data embed-text MANIFEST --cache {self.root}` "
+                "or CaptionCache.ensure(...)"
+            )
+        index = self._current_index()
+        if not texts:
+            return torch.empty(0, self.dim or 0, dtype=torch.float32)
+        return torch.from_numpy(index.gather(rows, self.dim or 0))
+
+    # ---------------------------------------------------------------------------------- internals
+
+    def _rows(self, texts: Sequence[str], *, refresh: bool) -> np.ndarray:
+        index = self._refresh() if refresh or self._index is None else self._index
+        keys = np.array([caption_key(t) for t in texts], dtype=f"S{KEY_BYTES}")
+        return index.find(keys)
+
+    def _current_index(self) -> _Index:
+        return self._refresh()
+
+    def _refresh(self) -> _Index:
+        """Load shards that appeared since the last look (cheap when none did)."""
+        paths = sorted(self.folder.glob(SHARD_GLOB)) if self.folder.is_dir() else []
+        new = [p for p in paths if p.name not in self._loaded]
+        if self._index is not None and not new:
+            return self._index
+        for path in new:
+            self._loaded[path.name] = _open_shard(path, self.anchor_identity)
+        self._index = _Index([self._loaded[p.name] for p in paths if p.name in self._loaded])
+        return self._index
+
+    def _write_shard(self, texts: Sequence[str], embeddings: Tensor) -> Path:
+        from safetensors.torch import save_file
+
+        keys = torch.frombuffer(bytearray(b"".join(caption_key(t) for t in texts)), dtype=torch.uint8)
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
+        tmp = self.folder / f".{name}.tmp"
+        save_file(
+            {"embeddings": embeddings.float().contiguous(), "keys": keys.reshape(len(texts), KEY_BYTES).contiguous()},
+            str(tmp),
+            metadata={"format": FORMAT, "identity": self.anchor_identity},
+        )
+        target = self.folder / name
+        tmp.replace(target)
+        return target
+
+    def _write_meta(self, dim: int) -> None:
+        meta = self.folder / "cache.json"
+        if meta.is_file():
+            recorded = json.loads(meta.read_text(encoding="utf-8"))
+            if recorded.get("dim") != dim:
+                raise DataError(f"{meta}: cache holds {recorded.get('dim')}-d embeddings but the anchor gives {dim}-d")
+            return
+        tmp = meta.with_name(f".cache.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "identity": self.anchor_identity, "dim": dim}, indent=2), encoding="utf-8")
+        tmp.replace(meta)
+
+    @contextlib.contextmanager
+    def _build_lock(self) -> Iterator[None]:
+        """An exclusive advisory lock on the cache folder while building (no-op where flock is missing)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            yield
+            return
+        with open(self.folder / ".build.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _open_shard(path: Path, identity: str) -> _Shard:
+    """Memory-map a shard's tensors straight from the safetensors layout (8-byte header size, JSON header, data)."""
+    try:
+        with path.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+        base = 8 + header_size
+        recorded = header.get("__metadata__", {}).get("identity")
+        if recorded != identity:
+            raise DataError(f"{path}: written for anchor {recorded}, not {identity}; remove the file")
+        arrays = {}
+        for name in ("embeddings", "keys"):
+            entry = header[name]
+            begin, _ = entry["data_offsets"]
+            arrays[name] = np.memmap(
+                path, dtype=_NUMPY_DTYPES[entry["dtype"]], mode="r", offset=base + begin, shape=tuple(entry["shape"])
+            )
+    except (OSError, KeyError, ValueError, struct.error) as err:
+        raise DataError(f"{path}: unreadable caption-cache shard ({err}); delete it and rebuild") from None
+    if arrays["keys"].shape != (arrays["embeddings"].shape[0], KEY_BYTES):
+        raise DataError(f"{path}: keys and embeddings disagree in length; delete it and rebuild")
+    return _Shard(path, arrays["embeddings"], arrays["keys"])
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("pass a list of captions, not a single string")
+    texts = list(texts)
+    for text in texts:
+        if not isinstance(text, str):
+            raise DataError(f"caption cache: captions must be strings, got {type(text).__name__} {text!r}")
+    return texts
+
+
+def _folder_name(identity: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", identity.split("|")[0])[:48].strip("_") or "anchor"
+    return f"{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
