@@ -1,4 +1,244 @@
+"""``modbind data``: datasets in their original layouts in, clean manifests and shards out."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
 import click
+
+from modbind.data.metadata import write_json
+from modbind.errors import DataError
+
+
 @click.group()
 def data() -> None:
-    """(placeholder: issue 9)"""
+    """Prepare, translate, de-duplicate, filter and pack training/evaluation data.
+
+    \b
+      modbind data readers                                   # datasets it can read
+      modbind data prepare audiocaps --root AudioCaps --split test --out ac_test.jsonl
+      modbind data add-translations ac_test.jsonl pt ac_test_pt.csv
+      modbind data overlap train.jsonl ac_test.jsonl --out train.clean.jsonl
+      modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
+      modbind data pack train.jsonl --out shards/ --sample-rate 16000
+    """
+
+
+def _manifest_root(manifest: Path, root: Path | None) -> Path:
+    return root if root is not None else manifest.parent
+
+
+@data.command("readers")
+def readers_command() -> None:
+    """List the installed dataset readers and their splits."""
+    from modbind.plugins import get_registry
+
+    registry = get_registry()
+    for reader in sorted(registry.dataset_readers, key=lambda r: r.name):
+        owner = registry.dataset_readers.owners[reader.name]
+        click.echo(f"{reader.name:14s} splits: {', '.join(reader.splits) or '-'}  [{owner.package}]")
+        if reader.description:
+            click.echo(f"{'':14s} {reader.description}")
+
+
+@data.command("prepare")
+@click.argument("dataset")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The dataset's folder in its original layout.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Manifest to write (JSONL).")
+@click.option("--split", default=None, help="Split to read (default: all the dataset has).")
+@click.option("--media-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the audio (and frames) live, when not under --root.")
+@click.option("--probe", is_flag=True, help="Record each clip's duration and sample rate in the manifest.")
+@click.option("--decode", is_flag=True, help="Fully decode every file (slow) instead of checking its header.")
+@click.option("--blacklist", "blacklists", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="WavCaps-style blacklist JSON; matching clips are left out (repeatable).")
+@click.option("--workers", default=4, show_default=True, help="Threads checking files.")
+@click.option("--progress/--no-progress", default=True)
+def prepare_command(dataset: str, root: Path, out: Path, split: str | None, media_root: Path | None, probe: bool,
+                    decode: bool, blacklists: tuple[Path, ...], workers: int, progress: bool) -> None:
+    """Read DATASET's original metadata under --root and write a checked manifest to --out.
+
+    Missing or undecodable files are left out and listed with counts in <out>.report.json.
+    """
+    from modbind.data.overlap import load_blacklists
+    from modbind.data.prepare import prepare, report_path
+    from modbind.plugins import get_registry
+
+    reader = get_registry().dataset_readers.get(dataset)
+    kwargs = {"media_root": media_root} if media_root is not None else {}
+    entries = reader.read(root, split, **kwargs)
+    report = prepare(entries, dataset=dataset, root=root, out=out, split=split, probe=probe, decode=decode,
+                     expect_images=bool(getattr(reader, "pairs_images", False)),
+                     blacklist=load_blacklists(blacklists) if blacklists else None, workers=workers,
+                     progress=progress)
+    click.echo(report.summary())
+    if report.problems:
+        click.echo(f"details: {report_path(out)}")
+
+
+@data.command("add-translations")
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("language")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write the merged manifest (default: replace MANIFEST).")
+def add_translations_command(manifest: Path, language: str, file: Path, out: Path | None) -> None:
+    """Merge translated captions or class names (CSV/JSONL keyed by caption_id, id or label) into MANIFEST."""
+    from modbind.data.manifest import read_manifest, write_manifest
+    from modbind.data.translations import add_translations
+
+    entries, report = add_translations(read_manifest(manifest), language, file)
+    target = out or manifest
+    write_manifest(entries, target)
+    report_file = target.with_name(f"{target.stem}.translations.{language}.json")
+    write_json(report_file, report.to_json())
+    click.echo(report.summary())
+    if report.unmatched_keys or report.untranslated:
+        click.echo(f"details: {report_file}")
+
+
+@data.command("overlap")
+@click.argument("train", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("evaluation", nargs=-1, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--blacklist", "blacklists", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="WavCaps-style blacklist JSON to apply as well (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write TRAIN without the overlapping/blacklisted clips here.")
+@click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the overlapping pairs as JSON here.")
+def overlap_command(train: Path, evaluation: tuple[Path, ...], blacklists: tuple[Path, ...], out: Path | None,
+                    report_file: Path | None) -> None:
+    """Report clips of TRAIN that are also in EVALUATION manifests (by id, audio path, YouTube/Freesound id)."""
+    from modbind.data.manifest import read_manifest, write_manifest
+    from modbind.data.overlap import OverlapReport, find_overlap, load_blacklists
+
+    if not evaluation and not blacklists:
+        raise DataError("give at least one evaluation manifest or --blacklist")
+    train_entries = read_manifest(train)
+    combined = OverlapReport()
+    for eval_manifest in evaluation:
+        report = find_overlap(train_entries, train.parent, read_manifest(eval_manifest), eval_manifest.parent)
+        for kind, pairs in report.by_kind.items():
+            combined.by_kind.setdefault(kind, []).extend(pairs)
+        counts = ", ".join(f"{n} by {k}" for k, n in report.counts().items()) or "none"
+        click.echo(f"{eval_manifest}: {len(report.train_ids)} training clips overlap ({counts})")
+    removed = set(combined.train_ids)
+    if blacklists:
+        blacklist = load_blacklists(blacklists)
+        hits = {e.id for e in train_entries if blacklist.reason(e) is not None}
+        click.echo(f"blacklists: {len(hits)} training clips listed")
+        removed |= hits
+    if report_file is not None:
+        write_json(report_file, {**combined.to_json(), "removed": sorted(removed)})
+    if out is not None:
+        kept = [e for e in train_entries if e.id not in removed]
+        write_manifest(kept, out)
+        click.echo(f"wrote {len(kept)} of {len(train_entries)} training entries to {out}")
+
+
+@data.command("filter")
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--drop", type=float, required=True, help="Fraction of the lowest-scoring pairs to remove, e.g. 0.2.")
+@click.option("--scorer", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="An exported modbind model folder (modbind.load).")
+@click.option("--anchor", "anchor_model", default=None,
+              help="caption-caption mode without an exported model: the anchor (open_clip name, local-dir:...).")
+@click.option("--pretrained", default=None, help="Pretrained tag or weights file for --anchor.")
+@click.option("--mode", type=click.Choice(["audio-caption", "caption-caption"]), default="audio-caption",
+              show_default=True, help="Score clip vs caption, or caption vs the clip's other texts (text tower only).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder the manifest's paths are relative to (default: its folder).")
+@click.option("--language", default="en", show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--restart", is_flag=True, help="Ignore scores saved by an earlier, interrupted run.")
+@click.option("--progress/--no-progress", default=True)
+def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_model: str | None, pretrained: str | None,
+                   mode: str, out: Path, root: Path | None, language: str, batch_size: int, restart: bool,
+                   progress: bool) -> None:
+    """Write MANIFEST without its lowest-scoring --drop fraction of (clip, caption) pairs, plus a histogram."""
+    import modbind
+    from modbind.data.filter import (
+        AudioCaptionScorer,
+        CaptionConsistencyScorer,
+        keep_count,
+        plot_histogram,
+        score_manifest,
+        select_pairs,
+    )
+    from modbind.data.manifest import read_manifest, write_manifest
+
+    keep_count(0, drop)  # validates --drop before loading anything
+    entries = read_manifest(manifest)
+    pair_scorer: AudioCaptionScorer | CaptionConsistencyScorer
+    if scorer is not None:
+        model = modbind.load(scorer)
+        card_hash = hashlib.sha1(json.dumps(model.card, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        identity = f"{mode}:{scorer.resolve()}:{card_hash}"
+        pair_scorer = (AudioCaptionScorer(model, _manifest_root(manifest, root), identity, batch_size)
+                       if mode == "audio-caption" else CaptionConsistencyScorer(model.encode_text, identity))
+    elif anchor_model is not None and mode == "caption-caption":
+        from modbind.anchor import load_anchor
+        from modbind.config import AnchorConfig
+
+        anchor = load_anchor(AnchorConfig(model=anchor_model, pretrained=pretrained))
+        pair_scorer = CaptionConsistencyScorer(anchor.encode_text, f"{mode}:{anchor.identity}")
+    else:
+        raise DataError("give --scorer MODEL_DIR (an exported model), or --mode caption-caption with --anchor MODEL")
+    scores_file = out.with_name(f"{out.stem}.scores.jsonl")
+    if restart and scores_file.exists():
+        scores_file.unlink()
+    scores = score_manifest(entries, pair_scorer, scores_file, language=language, batch_size=batch_size,
+                            progress=progress)
+    result = select_pairs(entries, scores, drop, language)
+    write_manifest(result.entries, out)
+    histogram = out.with_name(f"{out.stem}.scores.png")
+    plot_histogram(result.scores, result.threshold, drop, histogram)
+    click.echo(result.summary())
+    click.echo(f"wrote {out} and {histogram}")
+
+
+@data.command("pack")
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the shards.")
+@click.option("--sample-rate", type=int, default=None, help="Rate to resample to (default: the plugin's).")
+@click.option("--plugin", default=None, help="Take the sample rate from this encoder plugin's options.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder the manifest's paths are relative to (default: its folder).")
+@click.option("--clips-per-shard", default=1000, show_default=True)
+@click.option("--max-seconds", type=float, default=None, help="Keep only the first N seconds of longer clips.")
+@click.option("--workers", default=1, show_default=True, help="Processes decoding audio.")
+@click.option("--progress/--no-progress", default=True)
+def pack_command(manifest: Path, out: Path, sample_rate: int | None, plugin: str | None, root: Path | None,
+                 clips_per_shard: int, max_seconds: float | None, workers: int, progress: bool) -> None:
+    """Decode and resample MANIFEST's audio once into tar shards (int16 PCM + JSON) the trainer streams."""
+    from modbind.data.manifest import read_manifest
+    from modbind.data.shards import pack_shards
+
+    if sample_rate is None:
+        if plugin is None:
+            raise DataError("give --sample-rate or --plugin (whose options.sample_rate is used)")
+        from modbind.plugins import get_registry
+
+        encoder = get_registry().encoder(plugin)
+        sample_rate = getattr(encoder.options({}), "sample_rate", None)
+        if sample_rate is None:
+            raise DataError(f"plugin '{plugin}' has no sample_rate option; give --sample-rate")
+    report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, sample_rate=int(sample_rate),
+                         clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress)
+    click.echo(report.summary())
+
+
+def _add_anchor_commands() -> None:
+    """``data embed-text`` comes from the anchor's CLI module (caption-cache warm-up)."""
+    if importlib.util.find_spec("modbind.cli.anchor_cache") is not None:
+        from modbind.cli.anchor_cache import embed_text
+
+        data.add_command(embed_text, name="embed-text")
+
+
+_add_anchor_commands()

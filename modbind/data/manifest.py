@@ -86,10 +86,14 @@ def write_manifest(entries: Iterable[ManifestEntry], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for entry in entries:
-            handle.write(json.dumps(entry.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False))
-            handle.write("\n")
-            count += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for entry in entries:  # may be a generator that fails mid-way (bad metadata): leave no temp file
+                handle.write(json.dumps(entry.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False))
+                handle.write("\n")
+                count += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return count

@@ -159,11 +159,10 @@ def read_yaml(path: Path) -> Any:
         raise DataError(f"{path}{line}: invalid YAML ({problem}); repair or re-download the file") from None
 
 
-def first_existing(root: Path, candidates: Sequence[str], what: str) -> Path:
-    """The first of ``candidates`` (relative to ``root``) that exists, or an error listing where it looked."""
-    for candidate in candidates:
-        path = root / candidate
-        if path.is_file():
-            return path
-    tried = ", ".join(str(root / c) for c in candidates)
-    raise DataError(f"{what} not found; looked for {tried}. Point --root at the dataset's folder")
+def write_json(path: Path, document: Any) -> None:
+    """Write a JSON report atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

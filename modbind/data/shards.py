@@ -1,0 +1,343 @@
+"""Webdataset-style tar shards holding audio already decoded and resampled (int16 PCM + JSON).
+
+Decoding FLAC/MP3 and resampling 44.1/48 kHz to 16 kHz costs milliseconds per clip; turning int16 PCM
+into floats costs microseconds. Packing once moves that work out of every epoch, and a few hundred tar
+files replace millions of small files.
+
+Layout: ``<out>/shard-000000.tar`` ... plus ``<out>/shards.json`` (format, sample rate, per-shard counts,
+skipped items). Each sample is two members sharing a key: ``<key>.json`` (the manifest entry, the sample
+rate and the sample count) followed by ``<key>.pcm`` (little-endian int16 mono).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from modbind.audio.io import AudioClip, load_audio
+from modbind.data.manifest import ManifestEntry
+from modbind.data.metadata import write_json
+from modbind.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "modbind-pcm16-v1"
+INDEX_NAME = "shards.json"
+PCM_SCALE = 32768.0
+_WINDOW = 256
+"""Clips decoded ahead of the writer; bounds memory when packing with several processes."""
+
+
+def encode_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] → little-endian int16 bytes (clipped, rounded)."""
+    scaled = np.clip(np.rint(np.asarray(samples, dtype=np.float32) * PCM_SCALE), -32768, 32767)
+    return scaled.astype("<i2").tobytes()
+
+
+def decode_pcm16(data: bytes) -> np.ndarray:
+    """Little-endian int16 bytes → float32 samples (the inverse of :func:`encode_pcm16` up to rounding)."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) * np.float32(1.0 / PCM_SCALE)
+
+
+@dataclass
+class PackReport:
+    out_dir: str
+    sample_rate: int
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def packed(self) -> int:
+        return sum(s["count"] for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "sample_rate": self.sample_rate, "packed": self.packed,
+                "shards": self.shards, "skipped": self.skipped}
+
+    def summary(self) -> str:
+        return (f"{self.packed} clips in {len(self.shards)} shards at {self.sample_rate} Hz in {self.out_dir}; "
+                f"{len(self.skipped)} skipped (see {INDEX_NAME})")
+
+
+def _decode_job(job: tuple[int, str, str, int, float | None]) -> tuple[int, bytes | None, int, str]:
+    """Worker: decode + resample one file to PCM bytes; (index, pcm or None, samples, error)."""
+    index, path, _, sample_rate, max_seconds = job
+    try:
+        clip = load_audio(Path(path), sample_rate)
+    except DataError as err:
+        return index, None, 0, str(err)
+    samples = clip.samples
+    if max_seconds is not None:
+        samples = samples[: int(round(max_seconds * sample_rate))]
+    return index, encode_pcm16(samples), len(samples), ""
+
+
+def pack_shards(
+    entries: Iterable[ManifestEntry],
+    root: Path,
+    out_dir: Path,
+    *,
+    sample_rate: int,
+    clips_per_shard: int = 1000,
+    max_seconds: float | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> PackReport:
+    """Decode every entry's audio at ``sample_rate`` into tar shards in ``out_dir``; unreadable files are skipped.
+
+    ``max_seconds`` keeps only the start of long clips (saves disk when training crops 10 s anyway).
+    Each shard is written to a temporary name and renamed when complete, so a crash never leaves a
+    truncated shard behind under a final name.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    if clips_per_shard < 1:
+        raise DataError(f"clips_per_shard must be at least 1 (got {clips_per_shard})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = PackReport(out_dir=str(out_dir), sample_rate=sample_rate)
+    entries = list(entries)
+    writer = _ShardWriter(out_dir, clips_per_shard, report)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        with tqdm(total=len(entries), desc="packing shards", unit="clip", disable=not progress) as bar:
+            for start in range(0, len(entries), _WINDOW):  # bounded memory: a window of decoded clips at a time
+                jobs = [(i, str(root / entries[i].path), entries[i].id, sample_rate, max_seconds)
+                        for i in range(start, min(start + _WINDOW, len(entries)))]
+                results = pool.map(_decode_job, jobs, chunksize=8) if pool else map(_decode_job, jobs)
+                for index, pcm, count, error in results:
+                    entry = entries[index]
+                    bar.update(1)
+                    if pcm is None:
+                        report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
+                        continue
+                    writer.add(entry, pcm, count, sample_rate)
+        writer.close()
+    finally:
+        writer.discard_open_shard()
+        if pool is not None:
+            pool.shutdown()
+    write_json(out_dir / INDEX_NAME, report.to_json())
+    return report
+
+
+class _ShardWriter:
+    """Appends samples to the current tar and rolls over to the next every ``clips_per_shard`` samples."""
+
+    def __init__(self, out_dir: Path, clips_per_shard: int, report: PackReport):
+        self.out_dir, self.clips_per_shard, self.report = out_dir, clips_per_shard, report
+        self.tar: tarfile.TarFile | None = None
+        self.count = 0
+        self.key = 0
+
+    def add(self, entry: ManifestEntry, pcm: bytes, num_samples: int, sample_rate: int) -> None:
+        if self.tar is None:
+            name = f"shard-{len(self.report.shards):06d}.tar"
+            self.tmp = self.out_dir / (name + ".tmp")
+            self.name = name
+            self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
+        key = f"{self.key:010d}"
+        header = {"entry": entry.model_dump(mode="json", exclude_defaults=True), "sample_rate": sample_rate,
+                  "num_samples": num_samples}
+        self._member(f"{key}.json", json.dumps(header, ensure_ascii=False).encode("utf-8"))
+        self._member(f"{key}.pcm", pcm)
+        self.key += 1
+        self.count += 1
+        if self.count == self.clips_per_shard:
+            self.close()
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        assert self.tar is not None
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def discard_open_shard(self) -> None:
+        """After an interruption: drop the half-written shard (completed shards stay valid)."""
+        if self.tar is not None:
+            self.tar.close()
+            self.tmp.unlink(missing_ok=True)
+            self.tar = None
+
+    def close(self) -> None:
+        if self.tar is None:
+            return
+        self.tar.close()
+        self.tmp.replace(self.out_dir / self.name)
+        self.report.shards.append({"name": self.name, "count": self.count})
+        self.tar, self.count = None, 0
+
+
+_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def list_shards(pattern: str | Path) -> list[Path]:
+    """Shard files named by a folder, a ``.tar`` file, a glob or a brace range (``shard-{000..009}.tar``)."""
+    text = str(pattern)
+    path = Path(text)
+    if path.is_dir():
+        found = sorted(path.glob("*.tar"))
+    elif (match := _BRACES.search(text)) is not None:
+        first, last = match.group(1), match.group(2)
+        width = len(first)
+        found = [Path(text[: match.start()] + f"{k:0{width}d}" + text[match.end():])
+                 for k in range(int(first), int(last) + 1)]
+        missing = [p for p in found if not p.is_file()]
+        if missing:
+            raise DataError(f"shard {missing[0]} of {pattern} not found ({len(missing)} missing)")
+    elif any(c in text for c in "*?["):
+        found = [Path(p) for p in sorted(glob.glob(text))]
+    else:
+        found = [path] if path.is_file() else []
+    if not found:
+        raise DataError(f"no shards found at {pattern}; expected a folder of .tar files, a .tar file or a glob")
+    return found
+
+
+@dataclass
+class ShardReadStats:
+    """What :func:`iter_shards` skipped (corrupt samples or shards) instead of crashing mid-epoch."""
+
+    samples: int = 0
+    skipped_samples: int = 0
+    broken_shards: list[str] = field(default_factory=list)
+
+
+def iter_shards(
+    pattern: str | Path, *, part: int = 0, parts: int = 1, stats: ShardReadStats | None = None
+) -> Iterator[tuple[ManifestEntry, AudioClip]]:
+    """(entry, decoded clip at the packed rate) for every sample of the shards in ``pattern``.
+
+    ``part``/``parts`` give this reader every ``parts``-th shard starting at ``part`` (e.g. part =
+    rank × workers + worker id), so DataLoader workers and ranks never read the same shard.
+    """
+    if not 0 <= part < parts:
+        raise DataError(f"part {part} is not in 0..{parts - 1}")
+    stats = stats if stats is not None else ShardReadStats()
+    for shard in list_shards(pattern)[part::parts]:
+        try:
+            yield from _iter_one(shard, stats)
+        except (tarfile.TarError, OSError, EOFError) as err:
+            stats.broken_shards.append(f"{shard}: {err}")
+            log.warning("skipping the rest of shard %s: %s", shard, err)
+
+
+def _iter_one(shard: Path, stats: ShardReadStats) -> Iterator[tuple[ManifestEntry, AudioClip]]:
+    pending_key, header = None, None
+    for name, data in read_tar_members(shard):
+        key, _, kind = name.rpartition(".")
+        if kind == "json":
+            if pending_key is not None:
+                stats.skipped_samples += 1  # a header without its audio
+            pending_key, header = key, data
+            continue
+        if kind != "pcm" or key != pending_key or header is None:
+            stats.skipped_samples += 1
+            pending_key, header = None, None
+            continue
+        sample = _sample(shard, key, header, data)
+        pending_key, header = None, None
+        if sample is None:
+            stats.skipped_samples += 1
+            continue
+        stats.samples += 1
+        yield sample
+
+
+_BLOCK = 512
+
+
+def read_tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files in a tar, in order.
+
+    A minimal sequential reader: :mod:`tarfile` spends more time per member than turning 10 s of PCM into
+    floats, which is the whole point of packing. Pax/GNU extension headers are honoured for long names;
+    anything malformed raises :class:`tarfile.ReadError`.
+    """
+    with open(path, "rb", buffering=0) as handle:
+        long_name: str | None = None
+        while True:
+            block = handle.read(_BLOCK)
+            if len(block) < _BLOCK:
+                if block:
+                    raise tarfile.ReadError(f"truncated header at byte {handle.tell() - len(block)}")
+                return
+            if block == b"\0" * _BLOCK:
+                return
+            size, kind, name = _parse_header(block)
+            padded = -(-size // _BLOCK) * _BLOCK
+            data = handle.read(padded)
+            if len(data) < padded:
+                raise tarfile.ReadError(f"member {name!r} truncated: {len(data)} of {padded} bytes")
+            data = data[:size]
+            if kind in (b"L",):
+                long_name = data.rstrip(b"\0").decode("utf-8")
+            elif kind in (b"x",):
+                long_name = _pax_path(data) or long_name
+            elif kind in (b"0", b"\0", b"7"):
+                yield (long_name or name), data
+                long_name = None
+            else:
+                long_name = None  # directories, links, global headers: not samples
+
+
+def _parse_header(block: bytes) -> tuple[int, bytes, str]:
+    stored = block[148:156].rstrip(b" \0")
+    try:
+        checksum = int(stored, 8) if stored else -1
+    except ValueError:
+        raise tarfile.ReadError("bad header checksum field") from None
+    if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+        raise tarfile.ReadError("header checksum mismatch")
+    raw_size = block[124:136]
+    if raw_size[0] & 0x80:  # GNU base-256 size
+        size = int.from_bytes(raw_size[1:], "big")
+    else:
+        size = int(raw_size.rstrip(b" \0") or b"0", 8)
+    name = block[0:100].split(b"\0", 1)[0].decode("utf-8")
+    prefix = block[345:500].split(b"\0", 1)[0].decode("utf-8") if block[257:262] == b"ustar" else ""
+    return size, block[156:157], f"{prefix}/{name}" if prefix else name
+
+
+def _pax_path(data: bytes) -> str | None:
+    for record in data.split(b"\n"):
+        _, _, field = record.partition(b" ")
+        key, _, value = field.partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8")
+    return None
+
+
+def _sample(shard: Path, key: str, header: bytes, pcm: bytes) -> tuple[ManifestEntry, AudioClip] | None:
+    try:
+        meta = json.loads(header)
+        entry = ManifestEntry.model_validate(meta["entry"])
+        sample_rate = int(meta["sample_rate"])
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s: sample %s has an unreadable header (%s); skipped", shard, key, err)
+        return None
+    if len(pcm) % 2 or len(pcm) // 2 != meta.get("num_samples", len(pcm) // 2) or not pcm:
+        log.warning("%s: sample %s has %d PCM bytes, expected %s samples; skipped", shard, key, len(pcm),
+                    meta.get("num_samples"))
+        return None
+    return entry, AudioClip(samples=decode_pcm16(pcm), sample_rate=sample_rate)
+
+
+def is_shard_source(path: str | Path) -> bool:
+    """Whether a data source names shards (a ``.tar``, a brace/glob pattern or a folder of ``.tar`` files)."""
+    text = str(path)
+    if text.endswith(".tar") or _BRACES.search(text):
+        return True
+    folder = Path(text)
+    return folder.is_dir() and any(folder.glob("*.tar"))
