@@ -1,4 +1,50 @@
+"""``modbind embed``: embed a collection (audio/other items, images, texts) into the aligned space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
+
+from modbind.cli.evaluate import build_embedder, model_options
+
+
 @click.command()
-def embed() -> None:
-    """(placeholder: issue 7)"""
+@click.argument("model", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="x.safetensors (ids in the metadata) or x.npy (ids in x.ids.json).")
+@click.option("--kind", type=click.Choice(["auto", "item", "image", "text"]), default="auto", show_default=True,
+              help="What the inputs are; auto: by file extension (a manifest gives its items).")
+@click.option("--text", "texts", multiple=True, help="A text to embed (repeatable).")
+@model_options
+def embed(model: Path | None, inputs: tuple[Path, ...], out: Path, kind: str, texts: tuple[str, ...], untrained: bool,
+          plugin_name: str | None, plugin_options: tuple[str, ...], anchor: str | None, anchor_pretrained: str | None,
+          seed: int, batch_size: int, device: str, cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
+    """Embed INPUTS (files, folders or a manifest .jsonl) with MODEL; L2-normalised, one id per row.
+
+    \b
+    Examples:
+      modbind embed runs/x/export clips/ --out clips.safetensors
+      modbind embed runs/x/export test.jsonl --kind text --out captions.npy
+      modbind embed runs/x/export photo.png --text "a dog barks" --out mixed.safetensors
+    """
+    from modbind.errors import ConfigError
+    from modbind.eval.collection import collect, embed_collection, save_embeddings
+
+    if out.suffix not in (".safetensors", ".npy"):
+        raise ConfigError(f"--out must end in .safetensors or .npy, got '{out.name}'")
+    if not inputs and not texts:
+        raise ConfigError("nothing to embed: give files, folders, a manifest or --text")
+    embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,
+                                       seed, batch_size, device, cache_dir, no_cache, no_progress)
+    extensions = tuple(embedder.model.plugin.file_extensions) if embedder.model is not None else ()
+    collection = collect(inputs, texts, extensions, kind=kind)
+    embeddings, embedded, skipped = embed_collection(embedder, collection)
+    meta = {"model": info.get("path"), "anchor_identity": info.get("card", {}).get("anchor_identity"),
+            "dim": int(embeddings.shape[1]), "normalised": "l2"}
+    written = save_embeddings(out, embeddings, embedded, skipped, meta)
+    for failure in skipped:
+        click.echo(f"skipped {failure.key}: {failure.reason}", err=True)
+    click.echo(f"embedded {len(embedded)} inputs ({embeddings.shape[1]} dims), skipped {len(skipped)} -> "
+               + ", ".join(str(p) for p in written))

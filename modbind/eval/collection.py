@@ -1,0 +1,152 @@
+"""``modbind embed``: a user's collection (files, folders, a manifest, texts) to L2-normalised embeddings with ids.
+
+Items of the model's modality go through the aligned encoder; pictures through the anchor's image tower;
+texts through its text tower — all land in the same space. Unreadable inputs are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from modbind.data.manifest import read_manifest
+from modbind.errors import ConfigError, DataError
+from modbind.eval.embedder import IMAGE_EXTENSIONS, Embedder, Failure
+
+Kind = Literal["item", "image", "text"]
+TEXT_EXTENSIONS = (".txt",)
+MANIFEST_EXTENSIONS = (".jsonl",)
+
+
+@dataclass
+class Input:
+    id: str
+    kind: Kind
+    path: Path | None = None
+    text: str | None = None
+
+
+@dataclass
+class Collection:
+    inputs: list[Input] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)
+
+
+def collect(paths: Sequence[Path], texts: Sequence[str], item_extensions: Sequence[str], *,
+            kind: str = "auto") -> Collection:
+    """Expand files, folders and manifests into inputs; unknown file types are skipped and listed."""
+    found = Collection()
+    for index, text in enumerate(texts):
+        found.inputs.append(Input(f"text:{index}", "text", text=text))
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                _add_file(found, file, item_extensions, kind, from_folder=True)
+        elif path.suffix.lower() in MANIFEST_EXTENSIONS:
+            _add_manifest(found, path, kind)
+        elif path.is_file():
+            _add_file(found, path, item_extensions, kind, from_folder=False)
+        else:
+            found.skipped.append(Failure(str(path), "no such file or folder"))
+    return found
+
+
+def _add_file(found: Collection, path: Path, item_extensions: Sequence[str], kind: str, *, from_folder: bool) -> None:
+    suffix = path.suffix.lower()
+    chosen: str | None = kind if kind != "auto" else None
+    if chosen is None:
+        if suffix in item_extensions:
+            chosen = "item"
+        elif suffix in IMAGE_EXTENSIONS:
+            chosen = "image"
+        elif suffix in TEXT_EXTENSIONS:
+            chosen = "text"
+    if chosen is None:
+        found.skipped.append(Failure(str(path), f"unknown file type '{suffix}' (expected {', '.join(item_extensions)}, "
+                                                "an image or a .txt of one text per line)"))
+        return
+    if chosen == "text":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            found.skipped.append(Failure(str(path), f"cannot read as UTF-8 text ({err})"))
+            return
+        found.inputs.extend(Input(f"{path}:{n}", "text", text=line.strip())
+                            for n, line in enumerate(lines, start=1) if line.strip())
+        return
+    found.inputs.append(Input(str(path), chosen, path=path))  # type: ignore[arg-type]
+
+
+def _add_manifest(found: Collection, path: Path, kind: str) -> None:
+    root = path.parent
+    for entry in read_manifest(path):
+        if kind == "text":
+            for language, captions in entry.captions.items():
+                found.inputs.extend(Input(f"{entry.id}#{language}#{j}", "text", text=c)
+                                    for j, c in enumerate(captions) if c.strip())
+        elif kind == "image":
+            if entry.image:
+                found.inputs.append(Input(entry.id, "image", path=root / entry.image))
+            else:
+                found.skipped.append(Failure(entry.id, "manifest entry has no 'image'"))
+        else:
+            found.inputs.append(Input(entry.id, "item", path=root / entry.path))
+
+
+def embed_collection(embedder: Embedder, collection: Collection) -> tuple[Tensor, list[Input], list[Failure]]:
+    """Embeddings in input order (failed inputs left out), the embedded inputs, and every skipped one."""
+    skipped = list(collection.skipped)
+    rows: dict[int, Tensor] = {}
+    for kind in ("item", "image"):
+        picked = [i for i, inp in enumerate(collection.inputs) if inp.kind == kind]
+        if not picked:
+            continue
+        paths = [collection.inputs[i].path for i in picked]
+        embed = embedder.items if kind == "item" else embedder.images
+        embeddings, kept, failures = embed(paths)  # type: ignore[arg-type]
+        rows.update({picked[k]: e for k, e in zip(kept, embeddings)})
+        skipped.extend(failures)
+    texts = [i for i, inp in enumerate(collection.inputs) if inp.kind == "text"]
+    if texts:
+        rows.update(zip(texts, embedder.texts([collection.inputs[i].text or "" for i in texts])))
+    order = sorted(rows)
+    if not order:
+        raise DataError("nothing could be embedded: " + ("; ".join(f"{f.key}: {f.reason}" for f in skipped[:5])
+                                                          or "no inputs given"))
+    return torch.stack([rows[i] for i in order]).float(), [collection.inputs[i] for i in order], skipped
+
+
+def save_embeddings(out: Path, embeddings: Tensor, inputs: Sequence[Input], skipped: Sequence[Failure],
+                    info: dict[str, Any]) -> list[Path]:
+    """``.safetensors`` (ids etc. in the metadata) or ``.npy`` + ``<out>.ids.json``, written atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"ids": [i.id for i in inputs], "kinds": [i.kind for i in inputs],
+            "skipped": [{"input": f.key, "reason": f.reason} for f in skipped], **info}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"embeddings": embeddings.contiguous()}, str(tmp),
+                  metadata={k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()})
+        tmp.replace(out)
+        return [out]
+    if out.suffix == ".npy":
+        with tmp.open("wb") as handle:
+            np.save(handle, embeddings.numpy())
+        tmp.replace(out)
+        sidecar = out.with_name(out.name[: -len(".npy")] + ".ids.json")
+        side_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        side_tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        side_tmp.replace(sidecar)
+        return [out, sidecar]
+    raise ConfigError(f"--out must end in .safetensors or .npy, got '{out.name}'")

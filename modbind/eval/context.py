@@ -1,0 +1,117 @@
+"""What a task runs against: one manifest's entries, the shared embedder and the run-wide settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor
+
+from modbind.contracts import describe_validation_error
+from modbind.data.manifest import ManifestEntry, read_manifest
+from modbind.errors import ConfigError, DataError
+from modbind.eval.embedder import Embedder
+from modbind.eval.metrics import DEFAULT_TIE_POLICY
+from modbind.eval.result import TaskResult
+
+PAPER_LANGUAGES: tuple[str, ...] = ("en", "pt", "es", "fr", "de", "zh", "ja", "ru", "tr", "hi", "ar", "sw")
+"""The CACARA paper's 12 evaluation languages (also ``EvalConfig.languages``' default)."""
+
+
+class TaskOptions(BaseModel):
+    """Base of every task's options: unknown keys are errors naming the nearest valid key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], task: str) -> "TaskOptions":
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(describe_validation_error(err, f"options of task '{task}'", cls)) from None
+
+
+@dataclass
+class EvalContext:
+    """A manifest to evaluate on, with the embedder shared by all tasks of a run."""
+
+    embedder: Embedder
+    entries: list[ManifestEntry]
+    root: Path
+    manifest: Path | None = None
+    languages: list[str] | None = None
+    """Languages asked for on the command line / in the suite; None means the task's default."""
+    tie_policy: str = DEFAULT_TIE_POLICY
+    label: str | None = None
+    """Name of this evaluation in the report (default: the task name and manifest file name)."""
+
+    @classmethod
+    def from_manifest(cls, embedder: Embedder, manifest: Path, root: Path | None = None, **kwargs: Any) -> "EvalContext":
+        manifest = Path(manifest)
+        entries = read_manifest(manifest)
+        if not entries:
+            raise DataError(f"{manifest}: the manifest has no entries")
+        return cls(embedder, entries, Path(root) if root is not None else manifest.parent, manifest, **kwargs)
+
+    def languages_or(self, default: Sequence[str]) -> list[str]:
+        return list(self.languages) if self.languages else list(default)
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.root / path
+
+    def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult) -> tuple[Tensor, list[ManifestEntry]]:
+        """Model embeddings of the entries whose item decodes; the others are excluded and counted."""
+        embeddings, kept, failures = self.embedder.items([self.resolve(e.path) for e in entries])
+        if failures:
+            result.exclude(
+                "unreadable_item",
+                f"{len(failures)} of {len(entries)} items could not be read and were left out "
+                f"(first: {failures[0].key}: {failures[0].reason})",
+                len(failures),
+                examples=[f"{f.key}: {f.reason}" for f in failures],
+            )
+        return embeddings, [entries[i] for i in kept]
+
+    def image_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult) -> tuple[Tensor, list[ManifestEntry]]:
+        """Anchor image embeddings of entries with a decodable ``image``; the rest are excluded and counted."""
+        with_image = [e for e in entries if e.image]
+        missing = len(entries) - len(with_image)
+        if missing:
+            result.exclude("no_image", f"{missing} of {len(entries)} entries have no 'image' field", missing,
+                           examples=[e.id for e in entries if not e.image])
+        embeddings, kept, failures = self.embedder.images([self.resolve(e.image or "") for e in with_image])
+        if failures:
+            result.exclude(
+                "undecodable_image",
+                f"{len(failures)} images could not be decoded and their entries were left out "
+                f"(first: {failures[0].key}: {failures[0].reason})",
+                len(failures),
+                examples=[f"{f.key}: {f.reason}" for f in failures],
+            )
+        return embeddings, [with_image[i] for i in kept]
+
+    def protocol(self) -> dict[str, Any]:
+        """What every task reports about its input."""
+        return {
+            "manifest": str(self.manifest) if self.manifest else None,
+            "root": str(self.root),
+            "manifest_entries": len(self.entries),
+            "tie_policy": self.tie_policy,
+        }
+
+
+def crop_policy(model: Any | None) -> str:
+    """The deterministic evaluation crop, in words, from the plugin's options."""
+    if model is None:
+        return "no modality encoder (anchor only)"
+    options = model.options
+    seconds = getattr(options, "clip_seconds", None)
+    if seconds is not None:
+        rate = getattr(options, "sample_rate", None)
+        return (f"deterministic: first {seconds:g} s window of each clip (resampled to {rate} Hz), shorter clips "
+                "right-padded with zeros and masked; no random crops")
+    return f"deterministic: plugin '{model.plugin.name}' preprocessing with train=False (no random crops)"

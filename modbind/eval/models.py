@@ -1,0 +1,55 @@
+"""Which model an evaluation or embedding run uses: an exported one, an untrained control, or the anchor alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modbind.config import AnchorConfig
+from modbind.errors import ConfigError
+
+
+def anchor_config(model: str, pretrained: str | None = None) -> AnchorConfig:
+    """``--anchor`` as a config: ``local-dir:``/``hf-hub:`` models take no pretrained tag."""
+    if model.startswith(("local-dir:", "hf-hub:")):
+        return AnchorConfig(model=model, pretrained=None)
+    return AnchorConfig(model=model, pretrained=pretrained or AnchorConfig().pretrained)
+
+
+def resolve_model(
+    path: Path | None,
+    *,
+    untrained: bool = False,
+    plugin: str | None = None,
+    plugin_options: dict[str, Any] | None = None,
+    anchor: str | None = None,
+    anchor_pretrained: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> tuple[Any | None, Any | None, dict[str, Any]]:
+    """(aligned model or None, anchor or None, what to record about it in a report)."""
+    if untrained:
+        if path is not None:
+            raise ConfigError("--untrained builds a fresh encoder: pass --plugin (and --anchor), not a MODEL folder")
+        if not plugin:
+            raise ConfigError("--untrained needs --plugin NAME (see `modbind plugins`)")
+        from modbind.train.export import build_aligned_model
+
+        config = anchor_config(anchor, anchor_pretrained) if anchor else AnchorConfig()
+        model = build_aligned_model(plugin, plugin_options or {}, config, seed=seed, device=device)
+        return model, None, {"path": None, "untrained": True, "seed": seed, "card": model.card}
+    if path is not None:
+        if plugin or plugin_options or anchor:
+            raise ConfigError("--plugin/--plugin-option/--anchor only apply with --untrained or without a MODEL; "
+                              "an exported MODEL uses the plugin and anchor named in its card.json")
+        from modbind.train.export import load_aligned_model
+
+        model = load_aligned_model(path, device=device)
+        return model, None, {"path": str(path), "untrained": False, "card": model.card}
+    if anchor:
+        from modbind.anchor import load_anchor
+
+        loaded = load_anchor(anchor_config(anchor, anchor_pretrained), device=device)
+        return None, loaded, {"path": None, "untrained": False, "anchor_only": True,
+                              "card": {"anchor_identity": loaded.identity}}
+    raise ConfigError("give an exported MODEL folder, --untrained --plugin NAME, or --anchor for anchor-only baselines")

@@ -1,0 +1,51 @@
+"""Multilingual evaluation and the anchor-only baseline: retrieval or zero-shot, one row per language.
+
+Translation is an input: the manifest carries the translated captions / class names; these tasks only
+choose the languages (the paper's 12 by default) and report which are missing where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from modbind.contracts import EvalTask
+from modbind.errors import ConfigError
+from modbind.eval.context import PAPER_LANGUAGES, EvalContext
+from modbind.eval.result import TaskResult
+from modbind.eval.retrieval import RetrievalOptions, run_retrieval
+from modbind.eval.zeroshot import ZeroShotOptions, run_zeroshot
+
+
+def run_per_language(context: EvalContext, options: dict[str, Any], *, task: str, languages: Sequence[str]) -> TaskResult:
+    """Dispatch on option ``of`` (``retrieval``, the default, or ``zeroshot``); other options go to that task."""
+    options = dict(options)
+    of = options.pop("of", "retrieval")
+    if of == "zeroshot":
+        return run_zeroshot(context, ZeroShotOptions.parse(options, task), task=task, languages=languages)
+    if of == "retrieval":
+        return run_retrieval(context, RetrievalOptions.parse(options, task), task=task, languages=languages)
+    raise ConfigError(f"options of task '{task}': 'of' must be 'retrieval' or 'zeroshot', got {of!r}")
+
+
+class MultilingualTask(EvalTask):
+    name: ClassVar[str] = "multilingual"
+    description: ClassVar[str] = ("retrieval (of=retrieval) or zero-shot (of=zeroshot) in every language; "
+                                  "default: the paper's 12 languages")
+
+    def run(self, context: EvalContext, **options: Any) -> TaskResult:
+        return run_per_language(context, options, task=self.name, languages=context.languages_or(PAPER_LANGUAGES))
+
+
+class AnchorBaselineTask(EvalTask):
+    """The ceiling per language: the anchor alone, text→image (retrieval or zero-shot on the pictures)."""
+
+    name: ClassVar[str] = "anchor_baseline"
+    description: ClassVar[str] = ("anchor-only ceiling: text↔image retrieval (of=retrieval) or zero-shot image "
+                                  "classification (of=zeroshot) with the frozen anchor, per language")
+
+    def run(self, context: EvalContext, **options: Any) -> TaskResult:
+        if options.get("tower", "image") != "image":
+            raise ConfigError("options of task 'anchor_baseline': 'tower' is always 'image' (the anchor alone)")
+        return run_per_language(context, {**options, "tower": "image"}, task=self.name,
+                                languages=context.languages_or(PAPER_LANGUAGES))

@@ -1,0 +1,134 @@
+"""Running tasks: one from the command line or several from a suite YAML, into one list of results.
+
+A suite file::
+
+    name: paper tables
+    languages: [en]              # default for every task (a task's own list wins)
+    tasks:
+      - task: retrieval
+        data: audiocaps/test.jsonl   # relative to the suite file
+        name: AudioCaps
+      - task: zeroshot
+        data: esc50.jsonl
+        options: {template: "This is a sound of {}."}
+      - task: multilingual
+        data: audiocaps/test.jsonl
+        languages: [en, pt, de]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modbind.contracts import describe_validation_error
+from modbind.errors import ConfigError
+from modbind.eval.context import EvalContext
+from modbind.eval.embedder import Embedder
+from modbind.eval.metrics import DEFAULT_TIE_POLICY, check_tie_policy
+from modbind.eval.result import TaskResult
+
+
+class SuiteTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    data: Path
+    root: Path | None = None
+    """Folder item paths are relative to (default: the manifest's folder)."""
+    name: str | None = None
+    """Label in the report (default: task name + manifest file name)."""
+    languages: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    languages: list[str] | None = None
+    tie_policy: str | None = None
+    tasks: list[SuiteTask] = Field(min_length=1)
+
+
+def load_suite(path: Path) -> Suite:
+    """Parse and validate a suite file; relative data paths are made relative to the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, str(path), Suite)) from None
+    for spec in suite.tasks:
+        spec.data = _relative_to(spec.data, path.parent)
+        if spec.root is not None:
+            spec.root = _relative_to(spec.root, path.parent)
+        if "classes" in spec.options and isinstance(spec.options["classes"], str):
+            spec.options["classes"] = str(_relative_to(Path(spec.options["classes"]), path.parent))
+    return suite
+
+
+def _relative_to(path: Path, folder: Path) -> Path:
+    return path if path.is_absolute() else folder / path
+
+
+def run_task(embedder: Embedder, spec: SuiteTask, *, tie_policy: str = DEFAULT_TIE_POLICY,
+             languages: list[str] | None = None) -> TaskResult:
+    """Run one task on one manifest (the task comes from the plugin registry)."""
+    from modbind.plugins import get_registry
+
+    task = get_registry().eval_tasks.get(spec.task)
+    context = EvalContext.from_manifest(
+        embedder, spec.data, spec.root, languages=spec.languages or languages,
+        tie_policy=check_tie_policy(tie_policy), label=spec.name or f"{spec.task}: {Path(spec.data).name}",
+    )
+    result = task.run(context, **spec.options)
+    if not isinstance(result, TaskResult):
+        raise ConfigError(f"evaluation task '{spec.task}' returned {type(result).__name__}, not a modbind.eval TaskResult")
+    return result
+
+
+def run_suite(embedder: Embedder, suite: Suite, *, tie_policy: str | None = None,
+              languages: list[str] | None = None) -> list[TaskResult]:
+    """Every task of the suite in order, sharing the embedder (so items are embedded once)."""
+    policy = tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY
+    return [run_task(embedder, spec, tie_policy=policy, languages=languages or suite.languages) for spec in suite.tasks]
+
+
+def evaluate(
+    embedder: Embedder,
+    suite: Suite,
+    out_dir: Path,
+    *,
+    model_info: dict[str, Any],
+    tie_policy: str | None = None,
+    languages: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[list[TaskResult], dict[str, Path]]:
+    """Run a suite and write its report (what ``modbind eval`` and the trainer's post-training eval call)."""
+    from modbind.eval.report import build_report, write_report
+
+    results = run_suite(embedder, suite, tie_policy=tie_policy, languages=languages)
+    recorded = {"tie_policy": tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY, "languages": languages,
+                "batch_size": embedder.batch_size, "cache_dir": str(embedder.cache_dir) if embedder.cache_dir else None,
+                **(settings or {})}
+    written = write_report(out_dir, results, build_report(results, model=model_info, settings=recorded))
+    return results, written
+
+
+def evaluate_model(model: Any, suite_file: Path, out_dir: Path, *, languages: list[str] | None = None,
+                   batch_size: int = 64, cache_dir: Path | None = None, progress: bool = True) -> dict[str, Path]:
+    """Evaluate an in-memory :class:`~modbind.train.export.AlignedModel` on a suite file (e.g. after training)."""
+    embedder = Embedder(model, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
+    info = {"path": None, "untrained": not model.card.get("metrics", {}).get("trained", True), "card": model.card}
+    _, written = evaluate(embedder, load_suite(suite_file), out_dir, model_info=info, languages=languages,
+                          settings={"suite": str(suite_file)})
+    return written

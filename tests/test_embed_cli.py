@@ -1,0 +1,84 @@
+"""``modbind embed``: audio, images and texts into one space with ids; unreadable inputs skipped and listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from modbind.cli.main import cli
+from test_eval_cli import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tiny_model(tmp_path_factory.mktemp("embed_cli"))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["embed", *args, "--no-progress", "--no-cache"])
+
+
+def test_embed_files_folder_and_texts_to_safetensors(tiny, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a dog sound\n\nthe cat again\n", encoding="utf-8")
+    odd = tmp_path / "table.csv"
+    odd.write_text("x", encoding="utf-8")
+    out = tmp_path / "emb.safetensors"
+    result = invoke(str(tiny["model"]), str(tiny["root"] / "audio"), str(tiny["root"] / "images" / "0.png"),
+                    str(tiny["root"] / "images" / "broken.png"), str(notes), str(odd), "--text", "um som de cão",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    with safe_open(str(out), framework="pt") as handle:
+        meta = {k: json.loads(v) for k, v in handle.metadata().items()}
+        embeddings = handle.get_tensor("embeddings")
+    audio = tiny["root"] / "audio"
+    assert meta["ids"] == ["text:0", *[str(audio / f"{i}.wav") for i in range(6)], str(tiny["root"] / "images" / "0.png"),
+                           f"{notes}:1", f"{notes}:3"]
+    assert meta["kinds"] == ["text", *["item"] * 6, "image", "text", "text"]
+    assert embeddings.shape == (10, 16) and meta["dim"] == 16 and meta["model"] == str(tiny["model"])
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(10), atol=1e-5)
+    skipped = {Path(s["input"]).name: s["reason"] for s in meta["skipped"]}
+    assert set(skipped) == {"broken.wav", "broken.png", "table.csv"}
+    assert "unknown file type '.csv'" in skipped["table.csv"]
+    assert "skipped" in result.output and "broken.png" in result.output
+
+
+def test_embed_manifest_captions_to_npy_with_ids(tiny, tmp_path):
+    out = tmp_path / "captions.npy"
+    result = invoke(str(tiny["model"]), str(tiny["manifest"]), "--kind", "text", "--out", str(out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    embeddings = np.load(out)
+    sidecar = json.loads((tmp_path / "captions.ids.json").read_text(encoding="utf-8"))
+    assert len(sidecar["ids"]) == embeddings.shape[0] == 19
+    assert sidecar["ids"][:3] == ["clip0#en#0", "clip0#en#1", "clip0#pt#0"]
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    # The same text embedded through `--text` gives the same vector (one space, one text tower).
+    single = tmp_path / "one.npy"
+    assert invoke(str(tiny["model"]), "--text", "a dog sound number 0", "--out", str(single)).exit_code == 0
+    assert np.allclose(np.load(single)[0], embeddings[0], atol=1e-5)
+
+
+def test_embed_manifest_items_match_eval_embeddings_order(tiny, tmp_path):
+    out = tmp_path / "items.safetensors"
+    result = invoke(str(tiny["model"]), str(tiny["manifest"]), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out), framework="pt") as handle:
+        ids = json.loads(handle.metadata()["ids"])
+        skipped = json.loads(handle.metadata()["skipped"])
+    assert ids == [f"clip{i}" for i in range(6)] + ["broken-image", "scene"]
+    assert [Path(s["input"]).name for s in skipped] == ["broken.wav"]
+
+
+def test_embed_refuses_bad_output_and_empty_input(tiny, tmp_path):
+    result = invoke(str(tiny["model"]), "--text", "x", "--out", str(tmp_path / "x.pt"))
+    assert result.exit_code == 2 and ".safetensors or .npy" in result.output
+    result = invoke(str(tiny["model"]), "--out", str(tmp_path / "x.npy"))
+    assert result.exit_code == 2 and "nothing to embed" in result.output
+    result = invoke(str(tiny["model"]), str(tiny["root"] / "audio" / "broken.wav"), "--out", str(tmp_path / "x.npy"))
+    assert result.exit_code == 2 and "nothing could be embedded" in result.output and "broken.wav" in result.output
