@@ -13,6 +13,9 @@ value is a dict holding tensors, or, when none fits, the top-level dict itself i
 tensors. Everything else at the top level is reported in ``skipped``; the entries among it that hold no
 tensors (configs, epoch, arguments) are also kept in ``metadata`` for plugins that need them (e.g. BEATs'
 ``cfg``).
+
+Plugins check the weights against their model with :func:`compare_state`, whose
+:meth:`StateMismatch.describe` lists the missing, unexpected and wrong-shape keys for the error message.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import pathlib
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +191,67 @@ def _split_weights(path: Path, loaded: Any) -> CheckpointFile:
     skipped += [_describe(str(k), v) for k, v in rest.items()]
     metadata = {str(k): v for k, v in rest.items() if not _holds_tensors(v)}
     return CheckpointFile(path=path, tensors=tensors, metadata=metadata, skipped=skipped)
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    """How a state dict differs from what a model expects, for errors that say exactly what to fix.
+
+    Key lists keep the order of the model (``missing``) and of the file (``unexpected``), so the first
+    examples shown are the earliest layers rather than whatever sorts first.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    """Model keys the state dict does not provide."""
+    unexpected: list[str] = field(default_factory=list)
+    """State-dict keys the model has no place for."""
+    misshapen: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    """``(key, shape in the state dict, shape the model expects)`` for keys present on both sides."""
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.misshapen)
+
+    def describe(self, noun: str = "keys", preview: Callable[[list[str]], str] | None = None) -> str:
+        """One line such as ``missing 4 keys (e.g. a, b, c); wrong shapes: w (3, 2) (model: (2, 2))``.
+
+        ``noun`` and ``preview`` (how a key list is shortened) let a plugin match the wording of its other
+        messages; the default preview shows the first three keys as examples.
+        """
+        preview = preview or _first_keys
+        problems = []
+        if self.missing:
+            problems.append(f"missing {len(self.missing)} {noun} ({preview(self.missing)})")
+        if self.unexpected:
+            problems.append(f"{len(self.unexpected)} unexpected {noun} ({preview(self.unexpected)})")
+        if self.misshapen:
+            shapes = [f"{key} {found} (model: {wanted})" for key, found, wanted in self.misshapen[:3]]
+            more = f"; … {len(self.misshapen) - 3} more" if len(self.misshapen) > 3 else ""
+            problems.append(f"wrong shapes: {'; '.join(shapes)}{more}")
+        return "; ".join(problems)
+
+
+def _first_keys(keys: list[str]) -> str:
+    return f"e.g. {', '.join(keys[:3])}"
+
+
+def compare_state(
+    tensors: Mapping[str, torch.Tensor],
+    expected_shapes: Mapping[str, Sequence[int]],
+    *,
+    optional: Iterable[str] = (),
+) -> StateMismatch:
+    """Compare a state dict with the shapes a model expects (e.g. ``{k: v.shape for k, v in model.state_dict()}``).
+
+    ``optional`` names model keys the state dict may leave out (buffers the model rebuilds, heads that
+    start fresh); they are still shape-checked when present.
+    """
+    may_lack = set(optional)
+    missing = [key for key in expected_shapes if key not in tensors and key not in may_lack]
+    unexpected = [key for key in tensors if key not in expected_shapes]
+    misshapen = [
+        (key, tuple(tensors[key].shape), tuple(wanted))
+        for key, wanted in expected_shapes.items()
+        if key in tensors and tuple(tensors[key].shape) != tuple(wanted)
+    ]
+    return StateMismatch(missing=missing, unexpected=unexpected, misshapen=misshapen)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modbind.checkpoint_io import read_checkpoint
+from modbind.checkpoint_io import compare_state, read_checkpoint
 from modbind.errors import CheckpointError
 
 
@@ -170,3 +170,42 @@ def test_errors_name_the_file_and_what_was_found(tmp_path: Path) -> None:
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="list.pt holds a list"):
         read_checkpoint(tmp_path / "list.pt")
+
+
+def test_compare_state_names_missing_unexpected_and_misshapen_keys() -> None:
+    expected = {"embed.weight": (4, 2), "blocks.0.weight": (2, 2), "blocks.1.weight": (2, 2), "norm.bias": (2,)}
+    tensors = {"embed.weight": torch.zeros(4, 3), "blocks.0.weight": torch.zeros(2, 2), "decoder.weight": torch.zeros(1)}
+
+    mismatch = compare_state(tensors, expected)
+
+    assert not mismatch.fits
+    assert mismatch.missing == ["blocks.1.weight", "norm.bias"]  # model order
+    assert mismatch.unexpected == ["decoder.weight"]
+    assert mismatch.misshapen == [("embed.weight", (4, 3), (4, 2))]
+    assert mismatch.describe() == ("missing 2 keys (e.g. blocks.1.weight, norm.bias); 1 unexpected keys "
+                                   "(e.g. decoder.weight); wrong shapes: embed.weight (4, 3) (model: (4, 2))")
+
+
+def test_compare_state_optional_keys_and_a_fitting_state() -> None:
+    state = tiny_state_dict()
+    shapes = {key: value.shape for key, value in state.items()}
+    assert compare_state(state, shapes).fits
+    assert compare_state(state, shapes).describe() == ""
+
+    without_bias = {"weight": state["weight"]}
+    assert compare_state(without_bias, shapes, optional=["bias"]).fits
+    wrong_optional = {**state, "bias": torch.zeros(5)}
+    assert compare_state(wrong_optional, shapes, optional=["bias"]).misshapen == [("bias", (5,), (2,))]
+
+
+def test_compare_state_shortens_long_lists() -> None:
+    expected = {f"blocks.{i}.weight": (1,) for i in range(12)}
+    tensors = {f"extra.{i}": torch.zeros(1) for i in range(5)}
+    assert compare_state(tensors, expected).describe() == (
+        "missing 12 keys (e.g. blocks.0.weight, blocks.1.weight, blocks.2.weight); "
+        "5 unexpected keys (e.g. extra.0, extra.1, extra.2)")
+    assert compare_state(tensors, expected).describe("tensors", preview=lambda keys: f"{len(keys)} listed") == (
+        "missing 12 tensors (12 listed); 5 unexpected tensors (5 listed)")
+    misshapen = compare_state({k: torch.zeros(2) for k in expected}, expected).describe()
+    assert misshapen.startswith("wrong shapes: blocks.0.weight (2,) (model: (1,)); blocks.1.weight")
+    assert misshapen.endswith("; … 9 more")

@@ -299,28 +299,6 @@ def test_gradient_checkpointing_recomputes_with_identical_gradients(plugin) -> N
     torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_tiny_align_run_trains_and_exports(tmp_path: Path) -> None:
-    import train_world
-
-    import modbind
-    from modbind.config import Recipe
-    from modbind.train.trainer import run_alignment
-
-    texts = train_world.captions(8)
-    anchor = train_world.build_separating_anchor(tmp_path / "anchor", texts)
-    manifest = train_world.write_audio_world(tmp_path / "audio", texts, seconds=1.0)
-    raw = train_world.imu_recipe(anchor, manifest, tmp_path / "run", batch_size=4, max_steps=3)
-    raw["plugin"] = {"name": "audio_htsat", "options": {"architecture": "tiny", "clip_seconds": 1.0}}
-
-    result = run_alignment(Recipe.model_validate(raw), progress=False)
-
-    assert result.steps == 3 and all(torch.isfinite(torch.tensor(result.history)))
-    embeddings = modbind.load(result.export_dir).encode([tmp_path / "audio" / "clip0.wav"])
-    assert embeddings.shape == (1, 32)
-    torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(1))
-
-
 @pytest.mark.gpu
 def test_runs_on_cuda(plugin, options, encoder, waveforms, io) -> None:
     if not torch.cuda.is_available():

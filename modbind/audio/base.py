@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -19,7 +20,16 @@ from modbind.audio.crop import crop_or_pad
 from modbind.audio.io import AUDIO_EXTENSIONS, AudioClip, load_audio, to_clip
 from modbind.audio.specaugment import spec_augment
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, ModalityEncoder
-from modbind.errors import DataError
+from modbind.errors import ConfigError, DataError, ModbindError
+
+OptionsT = TypeVar("OptionsT", bound=EncoderOptions)
+ConfigT = TypeVar("ConfigT", bound="ReplaceableConfig")
+
+
+class ReplaceableConfig(Protocol):
+    """An architecture config (frozen dataclass) whose ``replace`` validates the changed copy."""
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT: ...
 
 FBANK_WINDOW_SECONDS = 0.025
 """Kaldi fbank window (25 ms): a clip must have at least this much real audio to give one frame."""
@@ -116,7 +126,29 @@ def as_clip(item: Any, sample_rate: int) -> AudioClip:
     raise DataError(f"audio plugins take an AudioClip, a file path or a 1-D array, got {type(item).__name__}")
 
 
-def _audio(options: EncoderOptions) -> AudioEncoderOptions:
-    if not isinstance(options, AudioEncoderOptions):
-        raise TypeError(f"audio plugins need AudioEncoderOptions, got {type(options).__name__}")
+def narrow_options(options: EncoderOptions, expected: type[OptionsT], owner: str) -> OptionsT:
+    """``options`` as the type ``owner`` declared: the contract passes the base EncoderOptions around.
+
+    A mismatch is a caller bug (options built by another plugin), hence TypeError rather than ConfigError.
+    """
+    if not isinstance(options, expected):
+        raise TypeError(f"{owner}: expected {expected.__name__}, got {type(options).__name__}")
     return options
+
+
+def preset_with_overrides(preset: ConfigT, overrides: Mapping[str, Any] | None, owner: str) -> ConfigT:
+    """The ``size`` preset changed by the ``config`` option; a change the config rejects is a ConfigError.
+
+    The overrides come from the user's ``plugin.options``, so whatever the config raises (its own
+    ValueError/CheckpointError, a TypeError for an unknown field) is reported as that option's fault.
+    """
+    if not overrides:
+        return preset
+    try:
+        return preset.replace(**overrides)
+    except (ValueError, TypeError, ModbindError) as err:
+        raise ConfigError(f"plugin.options ({owner}): 'config': {err}") from None
+
+
+def _audio(options: EncoderOptions) -> AudioEncoderOptions:
+    return narrow_options(options, AudioEncoderOptions, "audio plugins")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modbind.checkpoint_io import read_checkpoint
+from modbind.checkpoint_io import compare_state, read_checkpoint
 from modbind.errors import CheckpointError
 from modbind_audio_beats.config import BeatsConfig
 from modbind_audio_beats.model import BeatsEncoder
@@ -34,20 +34,7 @@ def load_beats_checkpoint(path: Path) -> BeatsEncoder:
 def load_state_strict(model: BeatsEncoder, tensors: dict[str, Any], path: Path) -> None:
     """``load_state_dict(strict=True)`` with an error that names missing, unexpected and misshapen keys."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    misshapen = [
-        f"{key} {tuple(tensors[key].shape)} != {tuple(expected[key].shape)}"
-        for key in expected
-        if key in tensors and tuple(tensors[key].shape) != tuple(expected[key].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if misshapen:
-        problems.append(f"wrong shapes: {'; '.join(misshapen[:3])}")
-    if problems:
-        raise CheckpointError(f"{path} does not fit the BEATs model its cfg describes: {'; '.join(problems)}")
+    mismatch = compare_state(tensors, {key: value.shape for key, value in expected.items()})
+    if not mismatch.fits:
+        raise CheckpointError(f"{path} does not fit the BEATs model its cfg describes: {mismatch.describe()}")
     model.load_state_dict({key: tensors[key] for key in expected}, strict=True)

@@ -10,12 +10,11 @@ import torch
 from pydantic import Field, model_validator
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
 from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
-from modbind.errors import CheckpointError, ConfigError
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
-from modbind_audio_beats.config import PRESETS, BeatsConfig
+from modbind_audio_beats.config import PRESETS
 from modbind_audio_beats.model import BeatsEncoder, coarsen_padding_mask
 
 
@@ -55,19 +54,15 @@ class BeatsPlugin(AudioEncoderPlugin):
         return {"features": fbank, "padding_mask": frame_mask}
 
     def build_encoder(self, options: EncoderOptions) -> BeatsEncoder:
-        opts = _beats(options)
+        opts = narrow_options(options, BeatsOptions, self.name)
         if opts.checkpoint is not None:
             return self.load_checkpoint(opts.checkpoint, opts)
-        config = PRESETS[opts.size]
-        if opts.config:
-            try:
-                config = config.replace(**opts.config)
-            except (CheckpointError, TypeError) as err:
-                raise ConfigError(f"plugin.options (audio_beats): 'config': {err}") from None
+        config = preset_with_overrides(PRESETS[opts.size], opts.config, self.name)
         return _configure(BeatsEncoder(config), opts)
 
     def load_checkpoint(self, path: Path, options: EncoderOptions) -> BeatsEncoder:
-        return _configure(load_beats_checkpoint(Path(path)), _beats(options))
+        opts = narrow_options(options, BeatsOptions, self.name)
+        return _configure(load_beats_checkpoint(Path(path)), opts)
 
 
 def _configure(model: BeatsEncoder, options: BeatsOptions) -> BeatsEncoder:
@@ -75,12 +70,6 @@ def _configure(model: BeatsEncoder, options: BeatsOptions) -> BeatsEncoder:
         model.encoder.layerdrop = options.layerdrop
     model.set_gradient_checkpointing(options.gradient_checkpointing)
     return model
-
-
-def _beats(options: EncoderOptions) -> BeatsOptions:
-    if not isinstance(options, BeatsOptions):
-        raise TypeError(f"audio_beats needs BeatsOptions, got {type(options).__name__}")
-    return options
 
 
 @modbind.hookimpl

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from modbind.checkpoint_io import read_checkpoint
+from modbind.checkpoint_io import compare_state, read_checkpoint
 from modbind.errors import CheckpointError
 
 from modbind_audio_htsat.architecture import infer_architecture
@@ -173,19 +173,10 @@ def _index_key(official_key: str) -> str:
 def _load_strict(encoder: HtsatEncoder, state: dict[str, Tensor], expected: dict[str, Tensor], path: Path) -> None:
     """Every learned tensor present with the right shape; index buffers from the file must equal the model's."""
     learned = {k for k in expected if not k.endswith("relative_position_index")}
-    missing = sorted(learned - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-                 for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensors ({_preview(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors ({_preview(unexpected)})")
-    if misshapen:
-        problems.append(f"wrong shapes: {'; '.join(misshapen[:3])}")
-    if problems:
-        raise CheckpointError(f"{path} does not fit the HTS-AT model its shapes describe: {'; '.join(problems)}")
+    mismatch = compare_state(state, {k: v.shape for k, v in expected.items()}, optional=set(expected) - learned)
+    if not mismatch.fits:
+        raise CheckpointError(f"{path} does not fit the HTS-AT model its shapes describe: "
+                              f"{mismatch.describe('tensors', preview=_preview)}")
     for key in sorted(set(state) - learned):
         if not torch.equal(state[key].round().long(), expected[key]):
             raise CheckpointError(f"{path}: {key} differs from the model's relative-position index; the window "

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 
 from modbind_audio_htsat.architecture import PRESETS, PresetName
@@ -74,7 +74,7 @@ class HtsatPlugin(AudioEncoderPlugin):
         last frames see reflect padding of the clip itself, exactly as when the official model is given
         the short clip; padded frames hold silence (-100 dB) and are marked in the mask.
         """
-        opts = _htsat(options)
+        opts = narrow_options(options, HtsatOptions, self.name)
         params = FrontEndParams.for_rate(opts.sample_rate)
         waveform = batch["waveform"].float()
         mel_matrix = _mel_matrix(params).to(waveform.device)
@@ -99,7 +99,7 @@ class HtsatPlugin(AudioEncoderPlugin):
         HTS-AT's features are raw dB (bn0 is part of the model), where the shared fill value 0 would be a
         loud 0 dB stripe; the official SpecAugmentation fills 0 *after* bn0, i.e. the average level.
         """
-        if not _htsat(options).spec_augment:
+        if not narrow_options(options, HtsatOptions, self.name).spec_augment:
             return features
         level = _mean_level(features["features"], features.get("padding_mask"))
         out = super().augment({**features, "features": features["features"] - level}, options, generator)
@@ -107,7 +107,7 @@ class HtsatPlugin(AudioEncoderPlugin):
         return out
 
     def build_encoder(self, options: EncoderOptions) -> HtsatEncoder:
-        opts = _htsat(options)
+        opts = narrow_options(options, HtsatOptions, self.name)
         if opts.checkpoint is not None:
             return self.load_checkpoint(opts.checkpoint, opts)
         encoder = HtsatEncoder(PRESETS[opts.architecture], short_clips=opts.short_clips,
@@ -117,7 +117,7 @@ class HtsatPlugin(AudioEncoderPlugin):
         return encoder
 
     def load_checkpoint(self, path: Path, options: EncoderOptions) -> HtsatEncoder:
-        opts = _htsat(options)
+        opts = narrow_options(options, HtsatOptions, self.name)
         encoder = load_htsat_checkpoint(Path(path), sample_rate=opts.sample_rate, short_clips=opts.short_clips,
                                         drop_path_rate=opts.drop_path_rate)
         encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
@@ -142,12 +142,6 @@ def _mean_level(features: Tensor, padding_mask: Tensor | None) -> Tensor:
         return features.mean(dim=1, keepdim=True)
     real = (~padding_mask.bool()).unsqueeze(-1).to(features.dtype)
     return (features * real).sum(dim=1, keepdim=True) / real.sum(dim=1, keepdim=True).clamp(min=1.0)
-
-
-def _htsat(options: EncoderOptions) -> HtsatOptions:
-    if not isinstance(options, HtsatOptions):
-        raise TypeError(f"audio_htsat needs HtsatOptions, got {type(options).__name__}")
-    return options
 
 
 @modbind.hookimpl

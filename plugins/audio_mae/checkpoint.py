@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from modbind.checkpoint_io import read_checkpoint
+from modbind.checkpoint_io import StateMismatch, compare_state, read_checkpoint
 from modbind.errors import CheckpointError
 from modbind_audio_mae.config import AudioMAEConfig
 from modbind_audio_mae.model import AudioMAEEncoder
@@ -106,7 +106,6 @@ def plan_official_load(
         "norm.weight" in tensors and "fc_norm.weight" not in tensors)
     report = LoadReport(source=source, form="pre-trained MAE" if pretrained else "fine-tuned")
     state: dict[str, torch.Tensor] = {}
-    missing = []
     for key in expected:
         if key in tensors:
             state[key] = tensors[key]
@@ -115,16 +114,13 @@ def plan_official_load(
             report.copied[key] = f"norm.{key[8:]}"
         elif key.startswith("head.") or (pretrained and key.startswith("fc_norm.")):
             report.initialised.append(key)
-        else:
-            missing.append(key)
     used = (set(state) - set(report.copied)) | set(report.copied.values())
     unused = [key for key in tensors if key not in used]
     ignorable = [key for key in unused if _ignorable(key, pretrained)]
-    unexpected = [key for key in unused if key not in ignorable]
-    misshapen = [f"{key} {tuple(value.shape)} (model: {expected[key]})"
-                 for key, value in state.items() if tuple(value.shape) != expected[key]]
-    if missing or unexpected or misshapen:
-        raise CheckpointError(_mismatch_message(source, encoder.config, tensors, missing, unexpected, misshapen))
+    unexpected = {key: tensors[key] for key in unused if key not in ignorable}
+    mismatch = compare_state({**state, **unexpected}, expected, optional=report.initialised)
+    if not mismatch.fits:
+        raise CheckpointError(_mismatch_message(source, encoder.config, tensors, mismatch))
     report.ignored = ignorable
     return state, report
 
@@ -142,19 +138,11 @@ def _strip_wrapper_prefix(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, t
 
 
 def _mismatch_message(
-    source: str, config: AudioMAEConfig, tensors: Mapping[str, torch.Tensor],
-    missing: list[str], unexpected: list[str], misshapen: list[str],
+    source: str, config: AudioMAEConfig, tensors: Mapping[str, torch.Tensor], mismatch: StateMismatch
 ) -> str:
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if misshapen:
-        problems.append(f"wrong shapes: {'; '.join(misshapen[:3])}")
     found = _describe_architecture(tensors)
     return (f"{source} does not fit the AudioMAE encoder (embed_dim {config.embed_dim}, depth {config.depth}, "
-            f"num_classes {config.num_classes}): {'; '.join(problems)}. {found}Set plugin.options 'size' or "
+            f"num_classes {config.num_classes}): {mismatch.describe()}. {found}Set plugin.options 'size' or "
             "'config' to the checkpoint's architecture.")
 
 

@@ -15,10 +15,9 @@ import torch
 from pydantic import model_validator
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
 from modbind.audio.fbank import AUDIOMAE_FBANK, frame_padding_mask, kaldi_fbank
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
-from modbind.errors import ConfigError
 from modbind_audio_mae.checkpoint import load_audiomae_checkpoint
 from modbind_audio_mae.config import PRESETS, AudioMAEConfig
 from modbind_audio_mae.model import AudioMAEEncoder
@@ -48,13 +47,7 @@ class AudioMAEOptions(AudioEncoderOptions):
 
     def architecture(self) -> AudioMAEConfig:
         """The config ``size`` names, with ``config`` overrides applied (ConfigError when they are invalid)."""
-        config = PRESETS[self.size]
-        if self.config:
-            try:
-                config = config.replace(**self.config)
-            except (ValueError, TypeError) as err:
-                raise ConfigError(f"plugin.options (audio_mae): 'config': {err}") from None
-        return config
+        return preset_with_overrides(PRESETS[self.size], self.config, AudioMAEPlugin.name)
 
 
 def max_clip_seconds() -> float:
@@ -84,26 +77,18 @@ class AudioMAEPlugin(AudioEncoderPlugin):
         return {"features": fbank, "padding_mask": frame_mask}
 
     def build_encoder(self, options: EncoderOptions) -> AudioMAEEncoder:
-        opts = _mae(options)
+        opts = narrow_options(options, AudioMAEOptions, self.name)
         if opts.checkpoint is not None:
             return self.load_checkpoint(opts.checkpoint, opts)
-        return _configure(AudioMAEEncoder(opts.architecture()), opts)
+        encoder = AudioMAEEncoder(opts.architecture())
+        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
+        return encoder
 
     def load_checkpoint(self, path: Path, options: EncoderOptions) -> AudioMAEEncoder:
-        opts = _mae(options)
+        opts = narrow_options(options, AudioMAEOptions, self.name)
         encoder = load_audiomae_checkpoint(Path(path), opts.architecture(), pool_norm=opts.pretrained_pool_norm)
-        return _configure(encoder, opts)
-
-
-def _configure(encoder: AudioMAEEncoder, options: AudioMAEOptions) -> AudioMAEEncoder:
-    encoder.set_gradient_checkpointing(options.gradient_checkpointing)
-    return encoder
-
-
-def _mae(options: EncoderOptions) -> AudioMAEOptions:
-    if not isinstance(options, AudioMAEOptions):
-        raise TypeError(f"audio_mae needs AudioMAEOptions, got {type(options).__name__}")
-    return options
+        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
+        return encoder
 
 
 @modbind.hookimpl
