@@ -1,4 +1,43 @@
+"""``modbind align``: train a plugin's encoder + head against the frozen anchor (DeepSpeed underneath)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import click
+
+from modbind.cli.recipe import set_option
+
+
 @click.command()
-def align() -> None:
-    """(placeholder: issue 6)"""
+@click.option("--plugin", "plugin_name", metavar="NAME",
+              help="Encoder plugin to align (see `modbind plugins`); overrides the recipe's plugin.name.")
+@click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Recipe YAML (default: the paper's basic recipe).")
+@set_option
+@click.option("--resume", is_flag=True, help="Continue the run in the output folder from its last checkpoint.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Output folder (overrides output.dir).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar (logs still go to metrics.jsonl).")
+def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool,
+          out_dir: Path | None, no_progress: bool) -> None:
+    """Align a modality encoder to the frozen text-image anchor with symmetric InfoNCE.
+
+    \b
+    One process (CPU or one GPU):
+      modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml --out runs/beats
+    Several GPUs / nodes (see docs/recipes.md):
+      deepspeed --num_gpus 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
+    The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
+    with modbind.load(path)).
+    """
+    from modbind.recipes import load_recipe
+    from modbind.train.trainer import run_alignment
+
+    settings = ([f"plugin.name={plugin_name}"] if plugin_name else []) + list(overrides)
+    recipe = load_recipe(recipe_file, settings)
+    if out_dir is not None:
+        recipe.output.dir = out_dir
+    result = run_alignment(recipe, resume=resume, progress=not no_progress)
+    click.echo(f"trained {result.steps} steps (final loss {result.final_loss:.4f}, {result.skipped} items skipped); "
+               f"model exported to {result.export_dir}")

@@ -1,0 +1,299 @@
+"""Training data: manifests → a deterministic, resumable, weighted mix of (item, caption) examples.
+
+Per-item CPU work (decode, resample, crop) runs in DataLoader workers; featurization and augmentation run
+batched on the device (see :mod:`modbind.train.trainer`). Every random choice (epoch order, which caption,
+where to crop) is seeded from ``(seed, epoch, position)``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen. Items that cannot be read come back as :class:`Skipped` and are
+counted, never raised mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from modbind.config import DataSource
+from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.data.manifest import iter_manifest
+from modbind.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """Where one packed clip's PCM bytes sit inside an uncompressed tar shard (read by seeking)."""
+
+    shard: str
+    offset: int
+    size: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Example:
+    """One trainable item: where it lives and the captions (in the training language) that describe it."""
+
+    id: str
+    path: Path
+    captions: tuple[str, ...]
+    packed: ShardRef | None = None
+    """Set for items from ``modbind data pack`` shards (decoded audio); None for manifest files."""
+
+
+@dataclass
+class SourceExamples:
+    """The usable examples of one :class:`DataSource` and its mixing weight."""
+
+    name: str
+    examples: list[Example]
+    weight: float
+    without_captions: int = 0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A placeholder for an item that could not be read, with the reason for the report."""
+
+    id: str
+    reason: str
+
+
+@dataclass
+class TrainBatch:
+    """What the DataLoader yields: stacked preprocessed tensors, one caption per item, and what was skipped."""
+
+    inputs: Batch
+    captions: list[str]
+    ids: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExamples]:
+    """Read every manifest; items without a caption in ``language`` are left out (and counted)."""
+    if not sources:
+        raise ConfigError("data.train is empty: add at least one manifest, e.g. "
+                          "--set 'data.train=[{manifest: train.jsonl}]'")
+    read: list[SourceExamples] = []
+    for source in sources:
+        from modbind.data.shards import is_shard_source
+
+        if is_shard_source(source.manifest):
+            read.append(_read_shards(source, language))
+            continue
+        manifest = Path(source.manifest)
+        root = Path(source.root) if source.root is not None else manifest.parent
+        examples, without = [], 0
+        for entry in iter_manifest(manifest):
+            captions = entry.captions_in(language)
+            if not captions:
+                without += 1
+                continue
+            examples.append(Example(entry.id, root / entry.path, tuple(captions)))
+        if not examples:
+            raise DataError(f"{manifest}: no item has a '{language}' caption (data.caption_language); "
+                            "nothing to train on")
+        read.append(SourceExamples(str(manifest), examples, source.weight, without))
+    return read
+
+
+def _read_shards(source: DataSource, language: str) -> SourceExamples:
+    """Index packed shards once (headers only): random access later seeks straight to each clip's PCM."""
+    import json
+    import tarfile
+
+    from modbind.data.manifest import ManifestEntry
+    from modbind.data.shards import list_shards
+
+    examples, without = [], 0
+    for shard in list_shards(source.manifest):
+        try:
+            with tarfile.open(shard) as tar:
+                header: dict[str, Any] | None = None
+                for member in tar:
+                    key, _, kind = member.name.rpartition(".")
+                    if kind == "json":
+                        handle = tar.extractfile(member)
+                        header = {"key": key, **json.loads(handle.read())} if handle else None
+                    elif kind == "pcm" and header is not None and header["key"] == key:
+                        entry = ManifestEntry.model_validate(header["entry"])
+                        captions = entry.captions_in(language)
+                        if captions:
+                            ref = ShardRef(str(shard), member.offset_data, member.size, int(header["sample_rate"]))
+                            examples.append(Example(entry.id, shard, tuple(captions), ref))
+                        else:
+                            without += 1
+                        header = None
+        except (tarfile.TarError, OSError, ValueError, KeyError) as err:
+            raise DataError(f"{shard}: not a readable modbind shard ({err}); re-pack it with `modbind data pack`") from None
+    if not examples:
+        raise DataError(f"{source.manifest}: no packed item has a '{language}' caption (data.caption_language)")
+    return SourceExamples(str(source.manifest), examples, source.weight, without)
+
+
+def _read_packed(ref: ShardRef) -> Any:
+    """The decoded clip of a packed item (an audio item: shards hold PCM)."""
+    from modbind.audio.io import AudioClip
+    from modbind.data.shards import decode_pcm16
+
+    with open(ref.shard, "rb") as handle:
+        handle.seek(ref.offset)
+        data = handle.read(ref.size)
+    if len(data) != ref.size or not data:
+        raise DataError(f"{ref.shard}: truncated at byte {ref.offset}")
+    return AudioClip(samples=decode_pcm16(data), sample_rate=ref.sample_rate)
+
+
+def all_captions(sources: Sequence[SourceExamples]) -> list[str]:
+    """Every distinct caption, in first-seen order (what the caption cache must hold)."""
+    seen: dict[str, None] = {}
+    for source in sources:
+        for example in source.examples:
+            for caption in example.captions:
+                seen.setdefault(caption, None)
+    return list(seen)
+
+
+def epoch_order(sources: Sequence[SourceExamples], epoch: int, seed: int) -> list[tuple[int, int]]:
+    """The epoch's (source, example) sequence: as long as all sources together, mixed by weight.
+
+    Source ``i`` gets a share of draws proportional to ``weight_i × size_i`` (weight 1 everywhere is a
+    plain shuffled concatenation; weight 2 shows that source's items twice as often). Within a source,
+    items repeat only after all of them were drawn.
+    """
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5EED))
+    sizes = [len(s.examples) for s in sources]
+    total = sum(sizes)
+    mass = [s.weight * n for s, n in zip(sources, sizes)]
+    quotas = [math.floor(total * m / sum(mass)) for m in mass]
+    remainders = sorted(range(len(sources)), key=lambda i: total * mass[i] / sum(mass) - quotas[i], reverse=True)
+    for i in remainders[: total - sum(quotas)]:
+        quotas[i] += 1
+    order: list[tuple[int, int]] = []
+    for index, (size, quota) in enumerate(zip(sizes, quotas)):
+        cycles = [torch.randperm(size, generator=generator) for _ in range(math.ceil(quota / size))]
+        drawn = torch.cat(cycles)[:quota] if cycles else torch.empty(0, dtype=torch.long)
+        order.extend((index, int(i)) for i in drawn)
+    shuffle = torch.randperm(len(order), generator=generator)
+    return [order[int(i)] for i in shuffle]
+
+
+class AlignmentDataset(Dataset):
+    """Map-style dataset over an epoch's positions; call :meth:`set_epoch` before each epoch."""
+
+    def __init__(self, sources: list[SourceExamples], plugin: EncoderPlugin, options: EncoderOptions, *, seed: int):
+        self.sources = sources
+        self.plugin = plugin
+        self.options = options
+        self.seed = seed
+        self.epoch = 0
+        self.order = epoch_order(sources, 0, seed)
+        packed = any(example.packed for source in sources for example in source.examples)
+        if packed and plugin.modality != "audio":
+            raise ConfigError(f"data.train names packed audio shards, but plugin '{plugin.name}' encodes "
+                              f"{plugin.modality}; use a manifest of {plugin.modality} files")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = epoch_order(self.sources, epoch, self.seed)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, position: int) -> dict[str, Any] | Skipped:
+        source, index = self.order[position]
+        example = self.sources[source].examples[index]
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, position))
+        caption = example.captions[int(torch.randint(len(example.captions), (1,), generator=generator))]
+        try:
+            if example.packed is not None:
+                item = _read_packed(example.packed)
+            else:
+                item = self.plugin.load_item(example.path, self.options)
+            tensors = self.plugin.preprocess(item, self.options, train=True, generator=generator)
+        except Exception as err:  # noqa: BLE001 - any unreadable item is skipped and counted, never fatal
+            return Skipped(example.id, f"{example.path}: {type(err).__name__}: {err}")
+        return {"inputs": tensors, "caption": caption, "id": example.id}
+
+
+def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
+    """Stack the readable samples; keep the skipped ones aside for counting."""
+    good = [s for s in samples if not isinstance(s, Skipped)]
+    skipped = [s for s in samples if isinstance(s, Skipped)]
+    inputs = {key: torch.stack([s["inputs"][key] for s in good]) for key in good[0]["inputs"]} if good else {}
+    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped)
+
+
+class RankBatchSampler(Sampler[list[int]]):
+    """This rank's micro-batches of an epoch, starting at micro-step ``start`` (for resuming).
+
+    Micro-step k covers epoch positions ``[k·m·W, (k+1)·m·W)``; rank r takes its r-th slice of ``m``.
+    The union over ranks is the same set of items whatever the world size, so the global-batch loss
+    does not depend on how many processes run.
+    """
+
+    def __init__(self, micro_steps: int, micro_batch: int, world: int, rank: int, start: int = 0):
+        self.micro_steps = micro_steps
+        self.micro_batch = micro_batch
+        self.world = world
+        self.rank = rank
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(self.micro_steps - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.micro_steps):
+            first = (step * self.world + self.rank) * self.micro_batch
+            yield list(range(first, first + self.micro_batch))
+
+
+def make_loader(dataset: AlignmentDataset, sampler: RankBatchSampler, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                      persistent_workers=False, pin_memory=False)
+
+
+@dataclass
+class SkipCounter:
+    """Skipped versus seen items for one epoch, with the stop rule of ``data.max_skip_fraction``."""
+
+    max_fraction: float
+    seen: int = 0
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+    min_seen_before_stopping: int = 50
+
+    def add(self, seen: int, skipped: int, reasons: Sequence[str] = ()) -> None:
+        """Count ``seen`` items of which ``skipped`` were unreadable; keep a few ``reasons`` for the report."""
+        self.seen += seen
+        self.skipped += skipped
+        self.examples.extend(list(reasons)[: max(0, 5 - len(self.examples))])
+
+    @property
+    def fraction(self) -> float:
+        return self.skipped / self.seen if self.seen else 0.0
+
+    def check(self, *, final: bool = False) -> None:
+        """Raise a DataError naming examples once the skip share passes the limit (after enough items)."""
+        if self.skipped and self.fraction > self.max_fraction and (final or self.seen >= self.min_seen_before_stopping):
+            shown = "; ".join(self.examples[:3])
+            raise DataError(
+                f"{self.skipped} of {self.seen} items ({self.fraction:.1%}) could not be read, more than "
+                f"data.max_skip_fraction={self.max_fraction}; fix or drop them (e.g. {shown})"
+            )
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), so nearby positions get unrelated streams."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state ^= (int(value) + 0x9E3779B97F4A7C15 + (state << 6) + (state >> 2)) & 0xFFFFFFFFFFFFFFFF
+        state = (state * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return state & 0x7FFFFFFFFFFFFFFF

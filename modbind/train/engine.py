@@ -1,0 +1,199 @@
+"""The one place that talks to DeepSpeed: process group, engine config, step, checkpoints.
+
+The rest of the trainer sees :class:`Engine` only, so swapping the backend touches this file alone.
+One CPU process works without a launcher (the env a launcher would set is filled in); under
+``deepspeed`` or ``torchrun`` the launcher's env is used as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from modbind.config import TrainConfig
+from modbind.errors import CheckpointError, ConfigError
+
+LATEST_FILE = "latest"
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Join (or create) the process group; returns (rank, world size, this rank's device)."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    accelerator = get_accelerator()
+    on_cpu = accelerator.device_name() == "cpu"
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:  # no launcher: a single local process
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
+        deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
+                                   verbose=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cpu") if on_cpu else torch.device(accelerator.device_name(local_rank))
+    if not on_cpu:
+        accelerator.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def micro_batch_size(train: TrainConfig, world: int) -> int:
+    """Per-rank micro batch; the global batch must split evenly over ranks and accumulation steps."""
+    per_step = train.gradient_accumulation * world
+    if train.batch_size % per_step:
+        raise ConfigError(
+            f"train.batch_size {train.batch_size} does not split over {world} rank(s) × "
+            f"{train.gradient_accumulation} accumulation step(s); pick a multiple of {per_step}"
+        )
+    return train.batch_size // per_step
+
+
+def deepspeed_config(train: TrainConfig, world: int, total_steps: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config for a recipe: Adam, warm-up + cosine max→min LR, clipping, precision, ZeRO."""
+    opt = train.optimizer
+    warmup = min(opt.warmup_steps, max(total_steps - 1, 1))
+    config: dict[str, Any] = {
+        "train_batch_size": train.batch_size,
+        "train_micro_batch_size_per_gpu": micro_batch_size(train, world),
+        "gradient_accumulation_steps": train.gradient_accumulation,
+        "optimizer": {
+            "type": "Adam",
+            # torch's Adam (L2 weight decay, as the paper's Adam): no compiled op needed on any device.
+            "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
+                       "torch_adam": True, "adam_w_mode": False},
+        },
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": max(total_steps, 1),
+                "warmup_num_steps": max(warmup, 1),
+                "warmup_min_ratio": 0.0 if warmup > 0 else 1.0,
+                "warmup_type": "linear",
+                "cos_min_ratio": opt.min_lr / opt.lr,
+            },
+        },
+        "gradient_clipping": opt.grad_clip or 0.0,
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": train.precision == "bf16"},
+        "fp16": {"enabled": train.precision == "fp16", "initial_scale_power": 16},
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+    return config
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters only; biases, norms and the temperature get no weight decay (as in CLIP)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and "log_logit_scale" not in name else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class Engine:
+    """A DeepSpeed engine around the trainable model, exposing only what the training loop needs."""
+
+    def __init__(self, model: nn.Module, train: TrainConfig, world: int, total_steps: int):
+        import deepspeed
+
+        self.config = deepspeed_config(train, world, total_steps)
+        groups = parameter_groups(model, train.optimizer.weight_decay)
+        if not groups:
+            raise ConfigError("nothing to train: every parameter is frozen (check train.finetune / partial_top_k)")
+        self._engine, _, _, self._scheduler = deepspeed.initialize(model=model, model_parameters=groups,
+                                                                   config=self.config)
+        if world == 1 and train.zero_stage == 0:
+            # one rank: the bucketed all-reduce would only flatten and copy every gradient
+            self._engine.enable_backward_allreduce = False
+
+    @property
+    def module(self) -> nn.Module:
+        return self._engine.module
+
+    @property
+    def device(self) -> torch.device:
+        return self._engine.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self.config["bf16"]["enabled"]:
+            return torch.bfloat16
+        if self.config["fp16"]["enabled"]:
+            return torch.float16
+        return torch.float32
+
+    @property
+    def global_step(self) -> int:
+        return int(self._engine.global_steps)
+
+    @property
+    def lr(self) -> float:
+        return float(self._scheduler.get_last_lr()[0])
+
+    def train(self, mode: bool = True) -> None:
+        self._engine.train(mode)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._engine(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self._engine.backward(loss)
+
+    def step(self) -> bool:
+        """Advance one micro-step; True when it completed an optimizer step (an accumulation boundary)."""
+        boundary = self._engine.is_gradient_accumulation_boundary()
+        self._engine.step()
+        return bool(boundary)
+
+    def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> Path:
+        """Write a resumable checkpoint atomically: into a temp folder, renamed once every rank finished."""
+        directory = Path(directory)
+        staging = directory / f".tmp-{tag}"
+        self._engine.save_checkpoint(str(staging), tag=tag, client_state=client_state, save_latest=False)
+        dist.barrier()
+        final = directory / tag
+        if dist.get_rank() == 0:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging / tag, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            latest_tmp = directory / (LATEST_FILE + ".tmp")
+            latest_tmp.write_text(tag + "\n", encoding="utf-8")
+            os.replace(latest_tmp, directory / LATEST_FILE)
+        dist.barrier()
+        return final
+
+    def load(self, directory: Path, tag: str | None = None) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler and the loop's client state from ``directory``."""
+        directory = Path(directory)
+        tag = tag or latest_tag(directory)
+        if tag is None:
+            raise CheckpointError(f"no checkpoint to resume from in {directory} (missing '{LATEST_FILE}'); "
+                                  "drop --resume to start a fresh run")
+        path, client_state = self._engine.load_checkpoint(str(directory), tag=tag)
+        if path is None:
+            raise CheckpointError(f"checkpoint {directory / tag} could not be loaded; delete it to resume from scratch")
+        return dict(client_state or {})
+
+
+def latest_tag(directory: Path) -> str | None:
+    marker = Path(directory) / LATEST_FILE
+    return marker.read_text(encoding="utf-8").strip() or None if marker.is_file() else None

@@ -1,0 +1,98 @@
+"""Which parameters train: full fine-tune, the top-k encoder layers, or LoRA adapters (via peft).
+
+The head and the temperature always train. Freezing is explicit (``requires_grad``) and reported as
+counts so a recipe that silently trains nothing, or everything, is visible in the run log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from modbind.config import TrainConfig
+from modbind.contracts import EncoderOptions, EncoderPlugin
+from modbind.errors import ConfigError
+from modbind.train.model import AlignedEncoder
+
+
+@dataclass(frozen=True)
+class TrainableSummary:
+    """How many parameters the optimizer sees versus the whole model."""
+
+    trainable: int
+    total: int
+    mode: str
+
+    def describe(self) -> str:
+        share = 100.0 * self.trainable / max(self.total, 1)
+        return f"{self.mode} fine-tune: {self.trainable:,} of {self.total:,} parameters train ({share:.2f}%)"
+
+
+def apply_finetune(
+    model: AlignedEncoder, plugin: EncoderPlugin, options: EncoderOptions, train: TrainConfig
+) -> TrainableSummary:
+    """Set ``requires_grad`` for the recipe's mode (wrapping LoRA targets first) and switch checkpointing."""
+    encoder = model.encoder
+    if train.finetune == "full":
+        encoder.requires_grad_(True)
+    elif train.finetune == "partial":
+        _train_top_layers(encoder, train.partial_top_k)
+    elif train.finetune == "lora":
+        targets = train.lora.targets if train.lora.targets is not None else plugin.lora_targets(options)
+        _inject_lora(encoder, targets, train, plugin.name)
+    else:  # pragma: no cover - the recipe schema rules this out
+        raise ConfigError(f"train.finetune: unknown mode '{train.finetune}'")
+    model.head.requires_grad_(True)
+    model.log_logit_scale.requires_grad_(True)
+    if options.gradient_checkpointing:
+        encoder.set_gradient_checkpointing(True)
+    return TrainableSummary(
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        total=sum(p.numel() for p in model.parameters()),
+        mode=train.finetune,
+    )
+
+
+def _train_top_layers(encoder: nn.Module, k: int) -> None:
+    encoder.requires_grad_(False)
+    layers = encoder.layers()  # type: ignore[operator]
+    if k > len(layers):
+        raise ConfigError(f"train.partial_top_k is {k} but the encoder has only {len(layers)} layers")
+    for layer in layers[len(layers) - k :]:
+        layer.requires_grad_(True)
+
+
+def _inject_lora(encoder: nn.Module, targets: list[str], train: TrainConfig, plugin_name: str) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if not targets:
+        raise ConfigError(
+            f"train.finetune is 'lora' but plugin '{plugin_name}' declares no LoRA target modules; "
+            "set train.lora.targets (module-name patterns) in the recipe"
+        )
+    config = LoraConfig(r=train.lora.r, lora_alpha=train.lora.alpha, lora_dropout=train.lora.dropout,
+                        target_modules=list(targets), bias="none")
+    try:
+        inject_adapter_in_model(config, encoder)
+    except ValueError as err:
+        names = [name for name, _ in encoder.named_modules() if name][:12]
+        raise ConfigError(f"train.lora.targets {targets} match no module of '{plugin_name}' ({err}); "
+                          f"module names look like: {', '.join(names)}") from None
+    for name, param in encoder.named_parameters():
+        param.requires_grad_("lora_" in name)
+
+
+def merge_lora_(module: nn.Module) -> int:
+    """Fold every LoRA adapter into its base layer and put the plain layer back; returns how many."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return 0
+    wrapped = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, LoraLayer)]
+    for name, layer in wrapped:
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer.get_base_layer())
+    return len(wrapped)

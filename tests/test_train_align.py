@@ -1,0 +1,164 @@
+"""The alignment trainer end to end on the CPU: tiny anchor, the third-party IMU plugin, DeepSpeed (1 process)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from modbind.config import Recipe, TrainConfig
+from modbind.errors import ConfigError, DataError
+from modbind.train.engine import deepspeed_config
+from modbind.train.trainer import StepReport, run_alignment
+from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight other processes for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("align_world")
+    texts = captions(64)
+    return {"root": root, "anchor": build_separating_anchor(root / "anchor", texts),
+            "manifest": write_imu_world(root / "imu", texts)}
+
+
+def recipe_for(world: dict[str, Path], name: str, **train: Any) -> Recipe:
+    return Recipe.model_validate(imu_recipe(world["anchor"], world["manifest"], world["root"] / name, **train))
+
+
+def metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_deepspeed_config_carries_the_recipe() -> None:
+    train = TrainConfig(batch_size=64, gradient_accumulation=2, precision="bf16", zero_stage=2)
+    config = deepspeed_config(train, world=2, total_steps=1000)
+    assert config["train_micro_batch_size_per_gpu"] == 16
+    assert config["optimizer"]["params"]["betas"] == [0.9, 0.98]
+    assert config["optimizer"]["params"]["weight_decay"] == 1e-6
+    assert config["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(1e-5 / 5e-5)
+    assert config["scheduler"]["params"]["warmup_num_steps"] == 500
+    assert config["bf16"]["enabled"] and config["zero_optimization"]["stage"] == 2
+    with pytest.raises(ConfigError, match="multiple of 6"):
+        deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
+
+
+def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "converge", max_steps=240)
+    result = run_alignment(recipe, progress=False)
+    chance = math.log(16)
+    assert result.steps == 240
+    assert np.mean(result.history[:5]) > 0.8 * chance
+    assert np.mean(result.history[-20:]) < 0.25 * chance, result.history[-20:]
+    records = metrics(result.out_dir)
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 241))
+    # warm-up then cosine from lr to min_lr
+    assert steps[2]["lr"] < steps[5]["lr"] and steps[-1]["lr"] == pytest.approx(3e-4, rel=1e-3)
+    epochs = [r for r in records if r.get("event") == "epoch_end"]
+    assert len(epochs) == 60 and all(r["skipped"] == 0 and r["seen"] == 64 for r in epochs)
+    card = json.loads((result.export_dir / "card.json").read_text())
+    assert card["plugin"] == "imu_conv" and card["metrics"]["steps"] == 240
+    assert (result.out_dir / "recipe.yaml").is_file()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_a_crash_mid_epoch_continues_exactly(world, imu_plugin) -> None:
+    """4 steps per epoch: checkpoint at step 6 (mid-epoch 1), crash after step 7, resume → steps 7..10 match."""
+    straight = run_alignment(recipe_for(world, "straight", max_steps=10), progress=False)
+
+    def crash_after_7(report: StepReport) -> None:
+        if report.step == 7:
+            raise Crash("killed")
+
+    recipe = recipe_for(world, "crashy", max_steps=10, checkpoint_every=6)
+    with pytest.raises(Crash):
+        run_alignment(recipe, progress=False, on_step=crash_after_7)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_alignment(recipe, progress=False)
+    resumed = run_alignment(recipe, resume=True, progress=False)
+    assert len(resumed.history) == 4
+    np.testing.assert_allclose(resumed.history, straight.history[6:], rtol=1e-4, atol=1e-5)
+    logged = [r["step"] for r in metrics(recipe.output.dir) if "loss" in r]
+    assert logged == list(range(1, 11))  # the crashed run's step 7 was dropped, not duplicated
+
+
+def test_lora_trains_only_adapters_head_and_temperature(world, imu_plugin) -> None:
+    from modbind.plugins import get_registry
+    from modbind.train.finetune import apply_finetune
+    from modbind.train.model import AlignedEncoder
+
+    recipe = recipe_for(world, "lora", max_steps=6, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    plugin = get_registry().encoder("imu_conv")
+    options = plugin.options(recipe.plugin.options)
+    torch.manual_seed(0)
+    reference = AlignedEncoder(plugin.build_encoder(options), 32)
+    before = {k: v.clone() for k, v in reference.encoder.state_dict().items()}
+    summary = apply_finetune(reference, plugin, options, recipe.train)
+    lora_params = sum(p.numel() for n, p in reference.named_parameters() if "lora_" in n)
+    head_params = sum(p.numel() for p in reference.head.parameters())
+    assert summary.trainable == lora_params + head_params + 1
+    assert lora_params == (4 * 6 * 5 + 32 * 4) + (4 * 32 * 5 + 32 * 4)  # A: r×in×kernel, B: out×r, per conv
+    trainable = {n for n, p in reference.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("head.") or n == "log_logit_scale" for n in trainable)
+
+    result = run_alignment(recipe, progress=False)
+    assert [r for r in metrics(result.out_dir) if r.get("event") == "start"][0]["trainable_parameters"] == summary.trainable
+    from modbind.train.export import load_aligned_model
+
+    exported = load_aligned_model(result.export_dir).encoder.state_dict()
+    # frozen base weights: the exported (LoRA-merged) conv differs from the initial one only by B·A,
+    # and every weight LoRA does not touch (biases) is bit-identical
+    for name, value in before.items():
+        if name.endswith("bias"):
+            torch.testing.assert_close(exported[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(exported[n], before[n]) for n in before if n.endswith("0.weight"))
+
+
+def test_unreadable_items_are_counted_per_epoch_and_stop_the_run_past_the_limit(world, imu_plugin, tmp_path) -> None:
+    texts = captions(64)
+    manifest = write_imu_world(tmp_path / "imu", texts)
+    for i in range(4):
+        (tmp_path / "imu" / f"imu{i}.npy").write_bytes(b"corrupt")
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "tolerant", max_steps=4)
+    settings["data"]["max_skip_fraction"] = 0.1
+    result = run_alignment(Recipe.model_validate(settings), progress=False)
+    [epoch] = [r for r in metrics(result.out_dir) if r.get("event") == "epoch_end"]
+    assert (epoch["seen"], epoch["skipped"]) == (64, 4) and "imu" in epoch["skipped_examples"][0]
+    assert result.skipped == 4
+
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "strict", max_steps=4)
+    settings["data"]["max_skip_fraction"] = 0.02
+    with pytest.raises(DataError, match=r"could not be read, more than data.max_skip_fraction=0.02"):
+        run_alignment(Recipe.model_validate(settings), progress=False)
+
+
+def test_resume_refuses_a_changed_recipe(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "changed", max_steps=2)
+    run_alignment(recipe, progress=False)
+    changed = recipe_for(world, "changed", max_steps=2, batch_size=8)
+    with pytest.raises(ConfigError, match=r"differs from .*recipe.yaml in train.batch_size"):
+        run_alignment(changed, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_stages_follow_the_same_trajectory_as_stage_0(world, imu_plugin, stage) -> None:
+    plain = run_alignment(recipe_for(world, f"zero0-{stage}", max_steps=4), progress=False)
+    sharded = run_alignment(recipe_for(world, f"zero{stage}", max_steps=4, zero_stage=stage), progress=False)
+    np.testing.assert_allclose(sharded.history, plain.history, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,86 @@
+"""`modbind align` with a tiny BEATs on generated audio: CLI run, export, warm caption cache, LoRA + checkpointing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+from click.testing import CliRunner
+
+import modbind
+from modbind.cli.main import cli
+from modbind.recipes import load_recipe
+from modbind.train.trainer import run_alignment
+from train_world import build_separating_anchor, captions, write_audio_world
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def beats_recipe(tmp_path: Path) -> Path:
+    texts = captions(16, seed=4)
+    anchor = build_separating_anchor(tmp_path / "anchor", texts)
+    manifest = write_audio_world(tmp_path / "audio", texts, seconds=1.0)
+    recipe = {
+        "anchor": {"model": f"local-dir:{anchor}", "pretrained": None},
+        "plugin": {"name": "audio_beats", "options": {"size": "tiny", "clip_seconds": 1.0}},
+        "data": {"train": [{"manifest": str(manifest)}], "num_workers": 1,
+                 "caption_cache": str(tmp_path / "caption-cache")},
+        "train": {"batch_size": 8, "max_steps": 3, "precision": "fp32", "log_every": 1,
+                  "optimizer": {"lr": 1e-3, "warmup_steps": 1}},
+    }
+    path = tmp_path / "tiny_beats.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_align_cli_trains_tiny_beats_and_exports_a_loadable_model(tmp_path: Path) -> None:
+    recipe_file = beats_recipe(tmp_path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["align", "--plugin", "audio_beats", "--recipe", str(recipe_file),
+                                      "--set", "train.seed=1", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained 3 steps" in result.output and str(out / "export") in result.output
+    card = json.loads((out / "export" / "card.json").read_text())
+    assert card["plugin"] == "audio_beats" and card["plugin_options"]["size"] == "tiny"
+    assert card["recipe"]["train"]["seed"] == 1
+
+    model = modbind.load(out / "export")
+    clips = sorted((tmp_path / "audio").glob("*.wav"))[:3]
+    from_paths = model.encode_audio(clips)
+    waves = [soundfile.read(c, dtype="float32")[0] for c in clips]
+    from_arrays = model.encode_audio(waves, sample_rate=16000)
+    torch.testing.assert_close(from_arrays, from_paths)
+    assert from_paths.shape == (3, 32)
+
+    again = CliRunner().invoke(cli, ["align", "--recipe", str(recipe_file), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_warm_cache_never_runs_the_text_tower_lora_with_checkpointing(tmp_path: Path, monkeypatch) -> None:
+    recipe_file = beats_recipe(tmp_path)
+    cold = load_recipe(recipe_file, [f"output.dir={tmp_path / 'cold'}", "train.max_steps=1"])
+    run_alignment(cold, progress=False)
+
+    from modbind.anchor.anchor import Anchor
+
+    def no_text_tower(*args, **kwargs):
+        raise AssertionError("a warm run must not embed captions")
+
+    monkeypatch.setattr(Anchor, "encode_text", no_text_tower)
+    warm = load_recipe(recipe_file, [f"output.dir={tmp_path / 'warm'}", "train.finetune=lora",
+                                     "plugin.options.gradient_checkpointing=true", "train.max_steps=2"])
+    result = run_alignment(warm, progress=False)
+    assert result.steps == 2 and np.isfinite(result.history).all()
+    start = json.loads((tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["trainable_parameters"] < start["total_parameters"] / 2
