@@ -14,11 +14,11 @@ from modbind.contracts import describe_validation_error
 from modbind.errors import ConfigError
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
     """A YAML mapping from ``path``, or a ConfigError naming the file (and line) when it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -31,7 +31,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a {what} must be a YAML mapping of sections, got {type(data).__name__}")
     return data
 
 
@@ -60,22 +60,42 @@ def _number_or_text(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Set each dotted key in a copy of ``data``; intermediate sections are created as needed."""
+    """Set each dotted key in a copy of ``data``; sections are created as needed, numbers index lists
+    (``data.train.0.manifest=x.jsonl``)."""
     result = _deep_copy(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = result
+        node: Any = result
         for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{key}' is a value, not a section")
-            node = child
-        node[keys[-1]] = value
+            node = _child(node, key, text)
+        if isinstance(node, list):
+            node[_index(node, keys[-1], text)] = value
+        else:
+            node[keys[-1]] = value
     return result
 
 
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+def _child(node: Any, key: str, text: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, text)]
+    child = node.setdefault(key, {})
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"override '{text}': '{key}' is a value, not a section")
+    return child
+
+
+def _index(items: list[Any], key: str, text: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"override '{text}': '{key}' is not an index of a list with {len(items)} entries")
+    return int(key)
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
 
 
 def load_recipe(path: Path | None = None, overrides: Iterable[str] = (), *, resolve_plugin: bool = True) -> Recipe:

@@ -35,6 +35,15 @@ def test_overrides_create_nested_values_and_parse_yaml_scalars():
     assert data["plugin"]["options"]["spec_augment"] is False
 
 
+def test_overrides_index_into_lists_without_touching_the_original():
+    original = {"data": {"train": [{"manifest": "a.jsonl"}, {"manifest": "b.jsonl"}]}}
+    data = apply_overrides(original, ["data.train.1.manifest=c.jsonl"])
+    assert [s["manifest"] for s in data["data"]["train"]] == ["a.jsonl", "c.jsonl"]
+    assert original["data"]["train"][1]["manifest"] == "b.jsonl"
+    with pytest.raises(ConfigError, match="'5' is not an index of a list with 2 entries"):
+        apply_overrides(original, ["data.train.5.manifest=x"])
+
+
 def test_plugin_options_are_validated_and_filled_by_the_plugin(imu_plugin):
     recipe = load_recipe(None, ["plugin.name=imu_conv", "plugin.options.window=64"])
     assert recipe.plugin.options["window"] == 64
@@ -90,3 +99,14 @@ def test_show_prints_the_resolved_recipe_as_yaml(fresh_registry):
     resolved = yaml.safe_load(result.output)
     assert resolved["train"]["batch_size"] == 110
     assert resolved["plugin"]["options"]["sample_rate"] == 16000
+
+
+def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):
+    from modbind.eval.suite import load_suite
+    from modbind.plugins import get_registry
+
+    suite = load_suite(REPO / "recipes" / "suites" / "paper.yaml")
+    tasks = get_registry().eval_tasks
+    assert all(spec.task in tasks for spec in suite.tasks)
+    assert [spec.name for spec in suite.tasks][:2] == ["AudioCaps test", "Clotho evaluation"]
+    assert suite.tasks[0].data == REPO / "recipes" / "suites" / ".." / ".." / "data" / "audiocaps_test.jsonl"

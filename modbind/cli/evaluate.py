@@ -83,7 +83,7 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --task zeroshot --data esc50.jsonl -o template='This is a sound of {}.'
       modbind eval runs/x/export --task emergent --data vggsound_test.jsonl -o match=labels
       modbind eval --untrained --plugin audio_beats --plugin-option size=tiny --task retrieval --data test.jsonl
-      modbind eval runs/x/export --suite recipes/eval_suite.yaml --out reports/x
+      modbind eval runs/x/export --suite recipes/suites/paper.yaml --out reports/x
     """
     from modbind.errors import ConfigError
     from modbind.eval.suite import Suite, SuiteTask, evaluate, load_suite

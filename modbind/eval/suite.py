@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modbind.contracts import describe_validation_error
@@ -30,6 +29,7 @@ from modbind.eval.context import EvalContext
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY, check_tie_policy
 from modbind.eval.result import TaskResult
+from modbind.recipes import read_yaml
 
 
 class SuiteTask(BaseModel):
@@ -57,12 +57,7 @@ class Suite(BaseModel):
 def load_suite(path: Path) -> Suite:
     """Parse and validate a suite file; relative data paths are made relative to the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    raw = read_yaml(path, what="suite")
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
