@@ -125,3 +125,7 @@ def infer_architecture(state: Mapping[str, Tensor], source: str, spec_size: int 
         qkv_bias="audio_encoder.layers.0.blocks.0.attention.self.query.bias" in state,
     )
     return arch
+
+
+ShortClipPolicy = Literal["stretch", "pad"]
+"""How clips shorter than the model's 10 s are fitted: stretched in time (official) or zero-padded."""

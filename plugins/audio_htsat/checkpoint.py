@@ -29,9 +29,9 @@ from torch import Tensor
 from modbind.checkpoint_io import compare_state, read_checkpoint
 from modbind.errors import CheckpointError
 
-from modbind_audio_htsat.architecture import infer_architecture
+from modbind_audio_htsat.architecture import ShortClipPolicy, infer_architecture
 from modbind_audio_htsat.convert import PREFIX, is_relative_position_index, official_to_clap
-from modbind_audio_htsat.encoder import HtsatEncoder, ShortClipPolicy
+from modbind_audio_htsat.encoder import HtsatEncoder
 from modbind_audio_htsat.frontend import FrontEndParams, slaney_mel_filterbank
 
 log = logging.getLogger(__name__)

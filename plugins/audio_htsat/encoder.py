@@ -17,7 +17,6 @@ the official order only by float rounding (bn0 is a per-bin affine map and bicub
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +25,8 @@ from torch.utils.checkpoint import checkpoint
 
 from modbind.contracts import Batch, EncoderOutput, ModalityEncoder
 
-from modbind_audio_htsat.architecture import HtsatArchitecture
+from modbind_audio_htsat.architecture import HtsatArchitecture, ShortClipPolicy
 
-ShortClipPolicy = Literal["stretch", "pad"]
 
 
 class HtsatEncoder(ModalityEncoder):

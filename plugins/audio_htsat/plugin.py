@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -22,11 +22,11 @@ import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 
-from modbind_audio_htsat.architecture import PRESETS, PresetName
-from modbind_audio_htsat.checkpoint import load_htsat_checkpoint
-from modbind_audio_htsat.encoder import HtsatEncoder, ShortClipPolicy
+from modbind_audio_htsat.architecture import PRESETS, PresetName, ShortClipPolicy
 from modbind_audio_htsat.frontend import FrontEndParams, log_mel, slaney_mel_filterbank
-from modbind_audio_htsat.init import init_like_official
+
+if TYPE_CHECKING:  # transformers loads on first use, so listing plugins stays fast
+    from modbind_audio_htsat.encoder import HtsatEncoder
 
 
 class HtsatOptions(AudioEncoderOptions):
@@ -107,6 +107,9 @@ class HtsatPlugin(AudioEncoderPlugin):
         return out
 
     def build_encoder(self, options: EncoderOptions) -> HtsatEncoder:
+        from modbind_audio_htsat.encoder import HtsatEncoder
+        from modbind_audio_htsat.init import init_like_official
+
         opts = narrow_options(options, HtsatOptions, self.name)
         if opts.checkpoint is not None:
             return self.load_checkpoint(opts.checkpoint, opts)
@@ -117,6 +120,8 @@ class HtsatPlugin(AudioEncoderPlugin):
         return encoder
 
     def load_checkpoint(self, path: Path, options: EncoderOptions) -> HtsatEncoder:
+        from modbind_audio_htsat.checkpoint import load_htsat_checkpoint
+
         opts = narrow_options(options, HtsatOptions, self.name)
         encoder = load_htsat_checkpoint(Path(path), sample_rate=opts.sample_rate, short_clips=opts.short_clips,
                                         drop_path_rate=opts.drop_path_rate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import model_validator
@@ -18,9 +18,10 @@ import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
 from modbind.audio.fbank import AUDIOMAE_FBANK, frame_padding_mask, kaldi_fbank
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
-from modbind_audio_mae.checkpoint import load_audiomae_checkpoint
 from modbind_audio_mae.config import PRESETS, AudioMAEConfig
-from modbind_audio_mae.model import AudioMAEEncoder
+
+if TYPE_CHECKING:  # timm loads on first use, so listing plugins stays fast
+    from modbind_audio_mae.model import AudioMAEEncoder
 
 
 class AudioMAEOptions(AudioEncoderOptions):
@@ -77,6 +78,8 @@ class AudioMAEPlugin(AudioEncoderPlugin):
         return {"features": fbank, "padding_mask": frame_mask}
 
     def build_encoder(self, options: EncoderOptions) -> AudioMAEEncoder:
+        from modbind_audio_mae.model import AudioMAEEncoder
+
         opts = narrow_options(options, AudioMAEOptions, self.name)
         if opts.checkpoint is not None:
             return self.load_checkpoint(opts.checkpoint, opts)
@@ -85,6 +88,8 @@ class AudioMAEPlugin(AudioEncoderPlugin):
         return encoder
 
     def load_checkpoint(self, path: Path, options: EncoderOptions) -> AudioMAEEncoder:
+        from modbind_audio_mae.checkpoint import load_audiomae_checkpoint
+
         opts = narrow_options(options, AudioMAEOptions, self.name)
         encoder = load_audiomae_checkpoint(Path(path), opts.architecture(), pool_norm=opts.pretrained_pool_norm)
         encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
