@@ -32,7 +32,7 @@ ALIGN_SETTINGS: dict[str, Any] = {
     "data": {"caption_language": "en", "num_workers": 0},
     "train": {
         "batch_size": 32,
-        "max_steps": 600,
+        "max_steps": 400,
         "head": "linear",
         "log_every": 25,
         "checkpoint_every": 100000,
@@ -49,7 +49,7 @@ Enough steps for the loss to flatten: stopping when English accuracy saturates l
 
 @dataclass(frozen=True)
 class DemoMode:
-    """Sizes of one demo run: the full one (a few minutes) or ``--quick`` (under a minute, for tests)."""
+    """Sizes of one demo run: the full one (a few minutes) or ``--quick`` (about two minutes on 2 CPU cores; tests use it)."""
 
     name: str
     world: dict[str, Any]
@@ -58,7 +58,7 @@ class DemoMode:
     clip_seconds: float
 
 
-FULL = DemoMode("full", world={}, anchor=AnchorRecipe(), align_steps=600, clip_seconds=1.5)
+FULL = DemoMode("full", world={}, anchor=AnchorRecipe(), align_steps=400, clip_seconds=1.5)
 QUICK = DemoMode(
     "quick",
     world={"n_per_concept": 12, "n_scenes": 64, "n_test_per_concept": 3, "n_test_scenes": 24,
