@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,35 @@ def shared_root() -> Path:
     """``../shared`` beside the checkout (CI lays it there), or $MODBIND_SHARED_DIR."""
     env = os.environ.get("MODBIND_SHARED_DIR")
     return Path(env) if env else REPO.parent / "shared"
+
+
+def _is_loopback(address: object) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    return isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127."))
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection beyond this machine fails the test (loopback stays open for gloo ranks)."""
+    real_connect = socket.socket.connect
+
+    def refuse(sock: socket.socket, address: object):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise AssertionError(f"network access attempted: {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight other processes for the shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

