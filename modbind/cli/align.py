@@ -29,7 +29,7 @@ def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[st
     Several GPUs / nodes (see docs/recipes.md):
       deepspeed --num_gpus 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
     The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
-    with modbind.load(path)).
+    with modbind.load(path)); with eval.suite set, also eval/ (the report of the exported model).
     """
     from modbind.recipes import load_recipe
     from modbind.train.trainer import run_alignment

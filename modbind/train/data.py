@@ -188,11 +188,14 @@ def epoch_order(sources: Sequence[SourceExamples], epoch: int, seed: int) -> lis
 class AlignmentDataset(Dataset):
     """Map-style dataset over an epoch's positions; call :meth:`set_epoch` before each epoch."""
 
-    def __init__(self, sources: list[SourceExamples], plugin: EncoderPlugin, options: EncoderOptions, *, seed: int):
+    def __init__(self, sources: list[SourceExamples], plugin: EncoderPlugin, options: EncoderOptions, *, seed: int,
+                 train: bool = True):
         self.sources = sources
         self.plugin = plugin
         self.options = options
         self.seed = seed
+        self.train = train
+        """False for validation: the plugin's deterministic eval crop policy instead of random truncation."""
         self.epoch = 0
         self.order = epoch_order(sources, 0, seed)
         packed = any(example.packed for source in sources for example in source.examples)
@@ -217,7 +220,7 @@ class AlignmentDataset(Dataset):
                 item = _read_packed(example.packed)
             else:
                 item = self.plugin.load_item(example.path, self.options)
-            tensors = self.plugin.preprocess(item, self.options, train=True, generator=generator)
+            tensors = self.plugin.preprocess(item, self.options, train=self.train, generator=generator)
         except Exception as err:  # noqa: BLE001 - any unreadable item is skipped and counted, never fatal
             return Skipped(example.id, f"{example.path}: {type(err).__name__}: {err}")
         return {"inputs": tensors, "caption": caption, "id": example.id}
@@ -239,12 +242,15 @@ class RankBatchSampler(Sampler[list[int]]):
     does not depend on how many processes run.
     """
 
-    def __init__(self, micro_steps: int, micro_batch: int, world: int, rank: int, start: int = 0):
+    def __init__(self, micro_steps: int, micro_batch: int, world: int, rank: int, start: int = 0,
+                 limit: int | None = None):
         self.micro_steps = micro_steps
         self.micro_batch = micro_batch
         self.world = world
         self.rank = rank
         self.start = start
+        self.limit = limit
+        """Positions at or past this are dropped (validation keeps its last, partial batch; may leave a rank empty)."""
 
     def __len__(self) -> int:
         return max(self.micro_steps - self.start, 0)
@@ -252,7 +258,8 @@ class RankBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.micro_steps):
             first = (step * self.world + self.rank) * self.micro_batch
-            yield list(range(first, first + self.micro_batch))
+            last = first + self.micro_batch if self.limit is None else min(first + self.micro_batch, self.limit)
+            yield list(range(first, max(first, last)))
 
 
 def make_loader(dataset: AlignmentDataset, sampler: RankBatchSampler, num_workers: int) -> DataLoader:

@@ -42,6 +42,7 @@ from modbind.train.model import AlignedEncoder
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
+EVAL_DIR = "eval"
 METRICS_FILE = "metrics.jsonl"
 RECIPE_FILE = "recipe.yaml"
 
@@ -94,7 +95,8 @@ def run_alignment(
         _write_text_atomic(out / RECIPE_FILE, dump_recipe(recipe))
 
     sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    anchor, captions = _prepare_captions(recipe, all_captions(sources), out, rank)
+    val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
+    anchor, captions = _prepare_captions(recipe, all_captions(sources + val_sources), out, rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
 
@@ -102,6 +104,7 @@ def run_alignment(
     model = AlignedEncoder(plugin.build_encoder(options), anchor.dim, head=train.head, logit_scale=anchor.logit_scale)
     summary = apply_finetune(model, plugin, options, train)
     dataset = AlignmentDataset(sources, plugin, options, seed=train.seed)
+    val_dataset = AlignmentDataset(val_sources, plugin, options, seed=train.seed, train=False) if val_sources else None
     steps_per_epoch = len(dataset) // train.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"the training data has {len(dataset)} items, fewer than train.batch_size "
@@ -117,7 +120,7 @@ def run_alignment(
         log.write({"event": "start", "step": engine.global_step, "world_size": world, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-    loop = TrainLoop(recipe, plugin, options, engine, captions, device, rank, world, log, on_step)
+    loop = TrainLoop(recipe, plugin, options, engine, captions, device, rank, world, log, on_step, val_dataset)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     anchor.assert_unchanged(fingerprint)
@@ -127,9 +130,12 @@ def run_alignment(
                    "skipped_items": loop.total_skipped, "trainable_parameters": summary.trainable}
         card = make_card(plugin, options, recipe.anchor, anchor.identity, engine.module,
                          recipe=recipe.model_dump(mode="json"), metrics=metrics)
-        AlignedModel(plugin, options, engine.module, card, anchor=anchor).save(export_dir)
+        exported = AlignedModel(plugin, options, engine.module, card, anchor=anchor)
+        exported.save(export_dir)
         log.write({"event": "export", "step": engine.global_step, "path": str(export_dir)})
     dist.barrier()
+    if rank == 0 and recipe.eval.suite is not None:  # after the barrier: other ranks need not wait for it
+        _evaluate_export(recipe, exported, out, log, engine.global_step, progress)
     return RunResult(out, export_dir, engine.global_step, history[-1] if history else math.nan,
                      loop.total_skipped, history)
 
@@ -139,12 +145,14 @@ class TrainLoop:
 
     def __init__(self, recipe: Recipe, plugin: EncoderPlugin, options: EncoderOptions, engine: Engine,
                  captions: Any, device: torch.device, rank: int, world: int, log: "MetricsLog",
-                 on_step: Callable[[StepReport], None] | None):
+                 on_step: Callable[[StepReport], None] | None, val_dataset: AlignmentDataset | None = None):
         from modbind.plugins import get_registry
 
         self.recipe, self.plugin, self.options, self.engine = recipe, plugin, options, engine
         self.captions, self.device, self.rank, self.world, self.log = captions, device, rank, world, log
         self.on_step = on_step
+        self.val_dataset = val_dataset
+        self.validated_step: int | None = None
         self.total_skipped = 0
         registry = get_registry()
         self.extra_augmentations = [(registry.augmentations.get(a.name), a.params) for a in recipe.train.augmentations]
@@ -212,6 +220,8 @@ class TrainLoop:
                 continue
             break
         bar.close()
+        if self.validated_step != self.engine.global_step:
+            self.validate()  # the end of the run, unless an epoch just ended here
         return history
 
     def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int]:
@@ -219,13 +229,7 @@ class TrainLoop:
         seed = mix_seed(self.recipe.train.seed, epoch, micro_index, self.rank)
         torch.manual_seed(seed)  # dropout (LoRA, heads) repeats exactly on resume
         module = self.engine.module
-        if len(batch):
-            features = self._features(batch, torch.Generator(device=self.device).manual_seed(seed))
-            embeddings = self.engine.forward(features)
-            text = self.captions.get(batch.captions).to(self.device, torch.float32)
-        else:  # every item of this rank's micro-batch was unreadable: still join the collectives
-            embeddings = torch.zeros(0, module.dim, device=self.device)
-            text = torch.zeros(0, module.dim, device=self.device)
+        embeddings, text = self._embed(batch, torch.Generator(device=self.device).manual_seed(seed), augment=True)
         loss = symmetric_info_nce(embeddings, text, module.logit_scale())
         if not len(batch):
             loss = loss + sum((p.float() * 0).sum() for p in module.parameters() if p.requires_grad)
@@ -236,12 +240,56 @@ class TrainLoop:
             dist.all_reduce(counts)
         return float(loss.detach()), int(counts[0]), int(counts[1])
 
-    def _features(self, batch: TrainBatch, generator: torch.Generator) -> Batch:
+    def validate(self) -> None:
+        """Validation InfoNCE over ``data.val`` (eval crops, no augmentation, no gradient), logged as ``val``.
+
+        Every rank joins: each val batch holds up to ``train.batch_size`` items split over the ranks like a
+        training step (the last batch may be smaller), so the loss is the same global-batch loss on every
+        rank; ``val_loss`` is its item-weighted mean over the batches. Unreadable items are skipped and counted.
+        """
+        if self.val_dataset is None:
+            return
+        per_rank = max(self.recipe.train.batch_size // self.world, 1)
+        items = len(self.val_dataset)
+        batches = math.ceil(items / (per_rank * self.world))
+        sampler = RankBatchSampler(batches, per_rank, self.world, self.rank, limit=items)
+        module = self.engine.module
+        loss_sum, used, skipped = 0.0, 0, 0
+        self.engine.train(False)
+        with torch.no_grad():
+            for batch in make_loader(self.val_dataset, sampler, self.recipe.data.num_workers):
+                embeddings, text = self._embed(batch, None, augment=False)
+                loss = symmetric_info_nce(embeddings, text, module.logit_scale())
+                counts = torch.tensor([len(batch), len(batch.skipped)], dtype=torch.long, device=self.device)
+                if self.world > 1:
+                    dist.all_reduce(counts)
+                loss_sum += float(loss) * int(counts[0])
+                used, skipped = used + int(counts[0]), skipped + int(counts[1])
+        self.engine.train()
+        self.validated_step = self.engine.global_step
+        val_loss = loss_sum / used if used else math.nan
+        if self.rank == 0:
+            tqdm.write(f"step {self.engine.global_step}: val loss {val_loss:.4f} on {used} items"
+                       + (f" ({skipped} unreadable, skipped)" if skipped else ""))
+            self.log.write({"event": "val", "step": self.engine.global_step, "val_loss": val_loss,
+                            "val_items": used, "val_skipped": skipped})
+
+    def _embed(self, batch: TrainBatch, generator: torch.Generator | None,
+               *, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(modality, caption) embeddings of this rank's batch; empty ones still join the loss's collectives."""
+        if not len(batch):  # every item of this rank's batch was unreadable (or none was assigned)
+            empty = torch.zeros(0, self.engine.module.dim, device=self.device)
+            return empty, empty.clone()
+        embeddings = self.engine.forward(self._features(batch, generator, augment=augment))
+        return embeddings, self.captions.get(batch.captions).to(self.device, torch.float32)
+
+    def _features(self, batch: TrainBatch, generator: torch.Generator | None, *, augment: bool) -> Batch:
         inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}  # featurize in full precision
         features = self.plugin.featurize(inputs, self.options)
-        features = self.plugin.augment(features, self.options, generator)
-        for augmentation, params in self.extra_augmentations:
-            features = augmentation(features, generator, **params)
+        if augment:
+            features = self.plugin.augment(features, self.options, generator)
+            for augmentation, params in self.extra_augmentations:
+                features = augmentation(features, generator, **params)
         return {k: _to_device(v, self.device, self.engine.dtype) for k, v in features.items()}
 
     def _end_epoch(self, epoch: int, skips: SkipCounter) -> None:
@@ -253,6 +301,7 @@ class TrainLoop:
             self.log.write({"event": "epoch_end", "epoch": epoch, "step": self.engine.global_step,
                             "seen": skips.seen, "skipped": skips.skipped, "skip_fraction": skips.fraction,
                             "skipped_examples": skips.examples})
+        self.validate()
 
 
 class MetricsLog:
@@ -287,6 +336,21 @@ def _tensorboard_writer(folder: Path) -> Any:
         raise ConfigError("output.tensorboard is true but the 'tensorboard' package is not installed; "
                           "pip install tensorboard, or set output.tensorboard=false") from None
     return SummaryWriter(str(folder))
+
+
+def _evaluate_export(recipe: Recipe, model: AlignedModel, out: Path, log: "MetricsLog", step: int,
+                     progress: bool) -> None:
+    """Run ``eval.suite`` on the just-exported model into ``<output.dir>/eval/`` (rank 0 only).
+
+    ``eval.languages`` overrides the suite's own languages only when the recipe sets it explicitly.
+    """
+    from modbind.eval.suite import evaluate_model
+
+    languages = recipe.eval.languages if "languages" in recipe.eval.model_fields_set else None
+    written = evaluate_model(model, Path(recipe.eval.suite), out / EVAL_DIR, languages=languages,
+                             batch_size=recipe.eval.batch_size, progress=progress)
+    tqdm.write(f"evaluation report: {written['json']}")
+    log.write({"event": "eval", "step": step, "report": str(written["json"])})
 
 
 def _prepare_captions(recipe: Recipe, captions: list[str], out: Path, rank: int) -> tuple[Any, Any]:
