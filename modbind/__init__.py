@@ -6,10 +6,11 @@ first use, so ``modbind --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import pluggy
+
+from modbind.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,10 +33,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modbind' has no attribute {name!r}")
+__getattr__ = lazy_exports("modbind", _LAZY)
 
 
 def load(path: Any, **kwargs: Any) -> Any:

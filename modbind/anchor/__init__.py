@@ -5,8 +5,7 @@ Names load lazily so importing :mod:`modbind.anchor` (e.g. to register the plugi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from modbind.lazy import lazy_exports
 
 _LAZY = {
     "Anchor": "modbind.anchor.anchor",
@@ -24,10 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modbind.anchor' has no attribute {name!r}")
+__getattr__ = lazy_exports("modbind.anchor", _LAZY)
 
 
 __all__ = list(_LAZY)

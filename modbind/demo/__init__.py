@@ -6,8 +6,7 @@ Names load lazily so importing this package stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from modbind.lazy import lazy_exports
 
 _LAZY = {
     "generate_world": "modbind.demo.world",
@@ -21,10 +20,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'modbind.demo' has no attribute {name!r}")
+__getattr__ = lazy_exports("modbind.demo", _LAZY)
 
 
 __all__ = list(_LAZY)
