@@ -7,33 +7,24 @@ Labels are ``category`` with spaces (``chirping birds``), the spelling zero-shot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 from modbind.data.manifest import ManifestEntry
-from modbind.data.metadata import Row, read_csv
-from modbind.data.reader_base import MediaLocator, MetadataReader, class_name, split_files
+from modbind.data.metadata import Row
+from modbind.data.reader_base import FoldedCsvReader, MediaLocator, class_name
 
 COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 FOLD_SPLITS = tuple(f"fold{k}" for k in range(1, 6))
 
 
-class ESC50Reader(MetadataReader):
+class ESC50Reader(FoldedCsvReader):
     name = "esc50"
     splits = FOLD_SPLITS
     split_aliases = {str(k): f"fold{k}" for k in range(1, 6)}
     description = "ESC-50 meta/esc50.csv, audio/<filename>; all 5 folds unless --split foldK"
+    csv_names = ("meta/esc50.csv", "esc50.csv")
+    dataset_title = "ESC-50"
+    columns = COLUMNS
 
-    def entries(self, root: Path, split: str | None, locator: MediaLocator) -> Iterator[ManifestEntry]:
-        [(_, csv_path)] = split_files(root, None, ("all",), ("meta/esc50.csv", "esc50.csv"), "ESC-50")
-        wanted = int(split[4:]) if split else None
-        for row in read_csv(csv_path, COLUMNS):
-            entry = self._entry(row, locator)
-            if wanted is None or entry.fold == wanted:
-                yield entry
-
-    @staticmethod
-    def _entry(row: Row, locator: MediaLocator) -> ManifestEntry:
+    def row_entry(self, row: Row, locator: MediaLocator) -> ManifestEntry:
         filename = row["filename"].strip()
         fold = row.integer("fold", allowed=range(1, 6), what="fold")
         target = row.integer("target", allowed=range(0, 50), what="class index")

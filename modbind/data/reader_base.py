@@ -16,6 +16,7 @@ from typing import ClassVar
 from modbind.contracts import DatasetReader
 from modbind.data.audio_index import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MediaIndex
 from modbind.data.manifest import ManifestEntry
+from modbind.data.metadata import Row, read_csv
 from modbind.errors import DataError, did_you_mean
 
 
@@ -126,3 +127,24 @@ def split_files(
         tried = ", ".join(str(root / c) for name in chosen for c in candidates(name)[:1])
         raise DataError(f"no {what} metadata under {root} (expected {tried}); point --root at the dataset's folder")
     return found
+
+
+class FoldedCsvReader(MetadataReader):
+    """A classification set in one CSV with a fold column (ESC-50, UrbanSound8K); ``--split foldK`` picks a fold."""
+
+    csv_names: ClassVar[tuple[str, ...]]
+    """Where the CSV may lie under the dataset root, first match wins."""
+    dataset_title: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+
+    def entries(self, root: Path, split: str | None, locator: MediaLocator) -> Iterator[ManifestEntry]:
+        [(_, csv_path)] = split_files(root, None, ("all",), self.csv_names, self.dataset_title)
+        wanted = int(split[4:]) if split else None
+        for row in read_csv(csv_path, self.columns):
+            entry = self.row_entry(row, locator)
+            if wanted is None or entry.fold == wanted:
+                yield entry
+
+    @abc.abstractmethod
+    def row_entry(self, row: Row, locator: MediaLocator) -> ManifestEntry:
+        """The manifest entry of one CSV row (raise ``row.fail(...)`` for a malformed row)."""

@@ -6,33 +6,23 @@ assumes) is accepted too. Copies of the CSV differ in float formatting, so start
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 from modbind.data.manifest import ManifestEntry
-from modbind.data.metadata import Row, read_csv
-from modbind.data.reader_base import MediaLocator, MetadataReader, class_name, split_files
+from modbind.data.metadata import Row
+from modbind.data.reader_base import FoldedCsvReader, MediaLocator, class_name
 
 COLUMNS = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
 
 
-class UrbanSound8KReader(MetadataReader):
+class UrbanSound8KReader(FoldedCsvReader):
     name = "urbansound8k"
     splits = tuple(f"fold{k}" for k in range(1, 11))
     split_aliases = {str(k): f"fold{k}" for k in range(1, 11)}
     description = "UrbanSound8K metadata/UrbanSound8K.csv, audio/fold<k>/<slice>; all 10 folds unless --split foldK"
+    csv_names = ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv")
+    dataset_title = "UrbanSound8K"
+    columns = COLUMNS
 
-    def entries(self, root: Path, split: str | None, locator: MediaLocator) -> Iterator[ManifestEntry]:
-        templates = ("metadata/UrbanSound8K.csv", "UrbanSound8K.csv")
-        [(_, csv_path)] = split_files(root, None, ("all",), templates, "UrbanSound8K")
-        wanted = int(split[4:]) if split else None
-        for row in read_csv(csv_path, COLUMNS):
-            entry = self._entry(row, locator)
-            if wanted is None or entry.fold == wanted:
-                yield entry
-
-    @staticmethod
-    def _entry(row: Row, locator: MediaLocator) -> ManifestEntry:
+    def row_entry(self, row: Row, locator: MediaLocator) -> ManifestEntry:
         name = row["slice_file_name"].strip()
         fold = row.integer("fold", allowed=range(1, 11), what="fold")
         class_id = row.integer("classID", allowed=range(0, 10), what="classID")
