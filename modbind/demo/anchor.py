@@ -28,6 +28,7 @@ from modbind.config import AnchorConfig
 from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
+from modbind.demo.markers import read_marker, write_json
 from modbind.demo.world import WorldPaths
 
 ANCHOR_VERSION = 1
@@ -93,7 +94,7 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
         raise ValueError(f"the world at {world.root} has no captions in {missing}")
     tag = "-".join(recipe.languages)
     target = Path(cache_dir or default_cache_dir()) / "demo" / f"anchor-{tag}-{anchor_key(world, recipe)}"
-    cached = _read_marker(target)
+    cached = read_marker(target / MARKER)
     if cached is not None:
         return DemoAnchor(target.resolve(), recipe, cached)
     from modbind.anchor.tiny import build_tiny_openclip, save_openclip_weights
@@ -107,7 +108,7 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
     report = {"key": anchor_key(world, recipe), "recipe": asdict(recipe), "world": world.spec.key(),
               "losses": losses, "train_seconds": round(time.perf_counter() - started, 2)}
     report = json.loads(json.dumps(report))  # the same plain JSON types a cached report is read back as
-    _write_marker(path, report)
+    write_json(path / MARKER, report)
     return DemoAnchor(path, recipe, report)
 
 
@@ -181,18 +182,3 @@ def _cosine(step: int, warmup: int, total: int) -> float:
     progress = (step - warmup) / max(1, total - warmup)
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-
-def _read_marker(path: Path) -> dict[str, Any] | None:
-    marker = path / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_marker(path: Path, report: dict[str, Any]) -> None:
-    tmp = path / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    tmp.replace(path / MARKER)

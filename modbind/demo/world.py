@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.demo.captions import PROMPTS, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES, Concept
+from modbind.demo.markers import read_marker, write_json
 from modbind.demo.picture import draw_scene
 from modbind.demo.sound import SAMPLE_RATE, render_scene
 
@@ -119,7 +120,7 @@ def generate_world(
                      captions_per_item=captions_per_item, languages=tuple(languages))
     _validate(spec)
     out_dir = Path(out_dir)
-    existing = _read_marker(out_dir)
+    existing = read_marker(out_dir / "world.json")
     if existing is not None and existing.get("key") == spec.key():
         return _paths(out_dir, spec, existing.get("counts", {}))
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
@@ -136,8 +137,8 @@ def generate_world(
     write_manifest(entries["test_single"], paths.test_single)
     write_manifest(entries["test_scenes"], paths.test_scenes)
     write_manifest(entries["test_single"] + entries["test_scenes"], paths.test)
-    _write_json(paths.classes, _classes(spec))
-    _write_json(out_dir / "world.json", {"key": spec.key(), "spec": asdict(spec), "counts": paths.counts})
+    write_json(paths.classes, _classes(spec))
+    write_json(out_dir / "world.json", {"key": spec.key(), "spec": asdict(spec), "counts": paths.counts})
     return paths
 
 
@@ -203,12 +204,6 @@ def _atomic_png(path: Path, picture: Any) -> None:
     tmp.replace(path)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
 def _classes(spec: WorldSpec) -> dict[str, Any]:
     concepts = spec.concepts()
     return {
@@ -216,16 +211,6 @@ def _classes(spec: WorldSpec) -> dict[str, Any]:
         "labels": {lang: [c.words[lang].label for c in concepts] for lang in spec.languages},
         "prompts": {lang: PROMPTS[lang] for lang in spec.languages},
     }
-
-
-def _read_marker(out_dir: Path) -> dict[str, Any] | None:
-    marker = out_dir / "world.json"
-    if not marker.is_file():
-        return None
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _paths(root: Path, spec: WorldSpec, counts: dict[str, int]) -> WorldPaths:
