@@ -69,3 +69,22 @@ def test_registered_augmentation_works_on_featurized_batches(fresh_registry):
     assert not (batch["features"] == 0).any()  # the input is not modified in place
     with pytest.raises(KeyError, match="features"):
         augmentation({"waveform": torch.zeros(1, 10)})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("generator_device", ["cuda", "cpu"])
+def test_cuda_features_with_a_generator_on_either_device(generator_device):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    features = torch.randn(8, 200, 64, device="cuda") + 5.0
+    padding = torch.zeros(8, 200, dtype=torch.bool, device="cuda")
+    padding[:, 120:] = True
+
+    def masked(seed: int) -> torch.Tensor:
+        generator = torch.Generator(device=generator_device).manual_seed(seed)
+        return spec_augment(features, freq_mask=16, time_mask=40, padding_mask=padding, generator=generator)
+
+    out = masked(0)
+    assert out.device.type == "cuda" and torch.equal(out, masked(0))
+    time_masked = (out == 0).all(dim=2)
+    assert time_masked[:, :120].any() and not time_masked[:, 120:].any()  # time masks stay in real frames

@@ -31,15 +31,16 @@ def spec_augment(
     if features.dim() != 3:
         raise ValueError(f"spec_augment expects (batch, frames, bins) features, got shape {tuple(features.shape)}")
     batch, frames, bins = features.shape
+    # Widths and starts are drawn where the generator lives (the trainer's is on the training device).
+    draw_on = generator.device if generator is not None else features.device
     if padding_mask is not None:
-        real_frames = (~padding_mask.bool()).sum(dim=1).cpu()
+        real_frames = (~padding_mask.bool()).sum(dim=1).to(draw_on)
     else:
-        real_frames = torch.full((batch,), frames, dtype=torch.long)
-    drop = torch.zeros(batch, frames, bins, dtype=torch.bool, device=features.device)
-    freq = _band_mask(batch, bins, torch.full((batch,), bins), freq_mask, n_freq_masks, generator)
+        real_frames = torch.full((batch,), frames, dtype=torch.long, device=draw_on)
+    all_bins = torch.full((batch,), bins, dtype=torch.long, device=draw_on)
+    freq = _band_mask(batch, bins, all_bins, freq_mask, n_freq_masks, generator)
     time = _band_mask(batch, frames, real_frames, time_mask, n_time_masks, generator)
-    drop |= freq.to(features.device)[:, None, :]
-    drop |= time.to(features.device)[:, :, None]
+    drop = freq.to(features.device)[:, None, :] | time.to(features.device)[:, :, None]
     return features.masked_fill(drop, mask_value)
 
 
@@ -47,15 +48,16 @@ def _band_mask(
     batch: int, size: int, extent: Tensor, max_width: int, count: int, generator: torch.Generator | None
 ) -> Tensor:
     """(batch, size) bool: ``count`` bands per row of width U[0, max_width] inside the first ``extent`` cells."""
-    mask = torch.zeros(batch, size, dtype=torch.bool)
+    device = extent.device
+    mask = torch.zeros(batch, size, dtype=torch.bool, device=device)
     if max_width <= 0 or count <= 0:
         return mask
-    positions = torch.arange(size)
+    positions = torch.arange(size, device=device)
     extent = extent.to(torch.long).clamp(min=0, max=size)
     for _ in range(count):
-        width = torch.floor(torch.rand(batch, generator=generator) * (max_width + 1)).to(torch.long)
+        width = torch.floor(torch.rand(batch, generator=generator, device=device) * (max_width + 1)).to(torch.long)
         width = torch.minimum(width, extent)
-        start = torch.floor(torch.rand(batch, generator=generator) * (extent - width + 1)).to(torch.long)
+        start = torch.floor(torch.rand(batch, generator=generator, device=device) * (extent - width + 1)).to(torch.long)
         mask |= (positions[None, :] >= start[:, None]) & (positions[None, :] < (start + width)[:, None])
     return mask
 
