@@ -20,8 +20,6 @@ from train_world import build_separating_anchor, captions, imu_recipe, write_imu
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("align_world")
@@ -46,7 +44,8 @@ def test_deepspeed_config_carries_the_recipe() -> None:
     assert config["optimizer"]["params"]["weight_decay"] == 1e-6
     assert config["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(1e-5 / 5e-5)
     assert config["scheduler"]["params"]["warmup_num_steps"] == 500
-    assert config["bf16"]["enabled"] and config["zero_optimization"]["stage"] == 2
+    assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
+    assert not config["fp16"]["enabled"] and config["zero_optimization"]["stage"] == 2
     with pytest.raises(ConfigError, match="multiple of 6"):
         deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
 
@@ -157,3 +156,24 @@ def test_zero_stages_follow_the_same_trajectory_as_stage_0(world, imu_plugin, st
     plain = run_alignment(recipe_for(world, f"zero0-{stage}", max_steps=4), progress=False)
     sharded = run_alignment(recipe_for(world, f"zero{stage}", max_steps=4, zero_stage=stage), progress=False)
     np.testing.assert_allclose(sharded.history, plain.history, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(world, imu_plugin, monkeypatch, stage) -> None:
+    from safetensors.torch import load_file
+
+    output_dtypes: set[torch.dtype] = set()
+    linear_forward = torch.nn.Linear.forward
+
+    def recording_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        out = linear_forward(self, x)
+        output_dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_forward)
+    recipe = recipe_for(world, f"bf16-zero{stage}", max_steps=60, precision="bf16", zero_stage=stage)
+    result = run_alignment(recipe, progress=False)
+    assert output_dtypes == {torch.bfloat16}
+    assert np.mean(result.history[-10:]) < 0.6 * np.mean(result.history[:5]), result.history
+    weights = load_file(str(result.export_dir / "model.safetensors"))
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}

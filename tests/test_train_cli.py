@@ -80,3 +80,17 @@ def test_warm_cache_never_runs_the_text_tower_lora_with_checkpointing(tmp_path: 
     assert result.steps == 2 and np.isfinite(result.history).all()
     start = json.loads((tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["trainable_parameters"] < start["total_parameters"] / 2
+
+
+@pytest.mark.gpu
+def test_align_on_cuda_in_bf16_exports_a_model_that_embeds_on_the_cpu(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    recipe = load_recipe(beats_recipe(tmp_path), [f"output.dir={tmp_path / 'run'}", "train.precision=bf16"])
+    result = run_alignment(recipe, progress=False)
+    assert result.steps == 3 and np.isfinite(result.history).all()
+    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["device"].startswith("cuda") and start["precision"] == "bf16"
+    clips = sorted((tmp_path / "audio").glob("*.wav"))[:3]
+    embeddings = modbind.load(result.export_dir).encode_audio(clips)
+    assert embeddings.shape == (3, 32) and torch.isfinite(embeddings).all()

@@ -101,7 +101,8 @@ def test_unreadable_items_are_skipped_counted_and_stop_the_run_past_the_limit(tm
     plugin, options = imu
     sources = read_sources([DataSource(manifest=write_imu_manifest(tmp_path, 12, broken=3))], "en")
     dataset = AlignmentDataset(sources, plugin, options, seed=0)
-    loader = make_loader(dataset, RankBatchSampler(micro_steps=3, micro_batch=4, world=1, rank=0), num_workers=1)
+    loader = make_loader(dataset, RankBatchSampler(micro_steps=3, micro_batch=4, world=1, rank=0), num_workers=1,
+                         device=torch.device("cpu"))
     counter = SkipCounter(max_fraction=0.3)
     for batch in loader:
         assert batch.inputs["series"].shape == (len(batch), 6, 32)
@@ -136,3 +137,17 @@ def test_packed_shards_give_the_same_clips_as_the_files(tmp_path: Path) -> None:
         sample = from_shards[i]
         torch.testing.assert_close(sample["inputs"]["waveform"], by_id[sample["id"]]["inputs"]["waveform"],
                                    atol=1e-4, rtol=0)  # int16 rounding
+
+
+@pytest.mark.gpu
+def test_batches_for_a_gpu_arrive_in_page_locked_memory(tmp_path: Path, imu) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    plugin, options = imu
+    dataset = AlignmentDataset(read_sources([DataSource(manifest=write_imu_manifest(tmp_path, 8))], "en"),
+                               plugin, options, seed=0)
+    loader = make_loader(dataset, RankBatchSampler(micro_steps=2, micro_batch=4, world=1, rank=0), num_workers=1,
+                         device=torch.device("cuda"))
+    batch = next(iter(loader))
+    assert len(batch) == 4 and len(batch.captions) == 4
+    assert all(value.is_pinned() for value in batch.inputs.values())

@@ -117,7 +117,8 @@ def run_alignment(
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
         tqdm.write(summary.describe())
-        log.write({"event": "start", "step": engine.global_step, "world_size": world, "micro_batch": micro,
+        log.write({"event": "start", "step": engine.global_step, "world_size": world, "device": str(device),
+                   "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
     loop = TrainLoop(recipe, plugin, options, engine, captions, device, rank, world, log, on_step, val_dataset)
@@ -179,7 +180,7 @@ class TrainLoop:
         while self.engine.global_step < total_steps:
             dataset.set_epoch(epoch)
             sampler = RankBatchSampler(micro_steps, micro, self.world, self.rank, start=start_micro)
-            for offset, batch in enumerate(make_loader(dataset, sampler, self.recipe.data.num_workers)):
+            for offset, batch in enumerate(make_loader(dataset, sampler, self.recipe.data.num_workers, self.device)):
                 micro_index = start_micro + offset
                 loss, seen, skipped = self.micro_step(batch, epoch, micro_index)
                 skips.add(seen, skipped, [s.reason for s in batch.skipped])
@@ -257,7 +258,7 @@ class TrainLoop:
         loss_sum, used, skipped = 0.0, 0, 0
         self.engine.train(False)
         with torch.no_grad():
-            for batch in make_loader(self.val_dataset, sampler, self.recipe.data.num_workers):
+            for batch in make_loader(self.val_dataset, sampler, self.recipe.data.num_workers, self.device):
                 embeddings, text = self._embed(batch, None, augment=False)
                 loss = symmetric_info_nce(embeddings, text, module.logit_scale())
                 counts = torch.tensor([len(batch), len(batch.skipped)], dtype=torch.long, device=self.device)
@@ -284,13 +285,14 @@ class TrainLoop:
         return embeddings, self.captions.get(batch.captions).to(self.device, torch.float32)
 
     def _features(self, batch: TrainBatch, generator: torch.Generator | None, *, augment: bool) -> Batch:
-        inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}  # featurize in full precision
+        # featurize in full precision; pinned batches (on a GPU) copy asynchronously
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.inputs.items()}
         features = self.plugin.featurize(inputs, self.options)
         if augment:
             features = self.plugin.augment(features, self.options, generator)
             for augmentation, params in self.extra_augmentations:
                 features = augmentation(features, generator, **params)
-        return {k: _to_device(v, self.device, self.engine.dtype) for k, v in features.items()}
+        return {k: _to_device(v, self.device, self.engine.input_dtype) for k, v in features.items()}
 
     def _end_epoch(self, epoch: int, skips: SkipCounter) -> None:
         skips.check(final=True)
