@@ -1,11 +1,15 @@
 """One alignment training step: this trainer vs the floor vs a plain PyTorch loop, plus DataLoader clips/s.
 
-* floor     — bare encoder + head forward, backward and Adam step on pre-computed fbank features and
-              pre-computed caption embeddings (nothing else can be cheaper);
+* floor     — bare encoder + head forward, backward, clipping and Adam step on pre-computed fbank features
+              and pre-computed caption embeddings (nothing else can be cheaper);
 * trainer   — modbind's step (``TrainLoop.micro_step`` + engine step): batched device fbank, SpecAugment,
               DeepSpeed engine forward/backward/step, caption embeddings read from the CaptionCache;
 * reference — the loop users write: the text tower embeds the captions every step and the fbank is
               computed clip by clip inside the model (as the official BEATs code does), torch Adam.
+
+Floor and reference use the recipe's numerics, as the trainer does: float32 weights and Adam state, the
+forward under bf16 autocast with ``--precision bf16``, gradient clipping at 1.0. ``--profile`` prints a
+torch.profiler table of one step of each variant.
 
 Same encoder (BEATs, random init, layerdrop off), batch and device for all three. Each variant runs in
 its own process so peak memory is its own. Also times the DataLoader path (decode + resample + crop of
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,6 +59,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path)
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
     return p.parse_args()
 
 
@@ -116,6 +122,37 @@ def count_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
+def mixed_precision_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], device: torch.device,
+                         dtype: torch.dtype) -> Callable[[], None]:
+    """A plain PyTorch step with the recipe's numerics: float32 weights and Adam state, the forward under
+    autocast in ``dtype``, gradient clipping at 1.0; what the trainer's DeepSpeed engine does in bf16."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-6)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step() -> None:
+        with autocast:
+            value = loss()
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def print_profile(step: Callable[[], None], device: torch.device, rows: int = 25) -> None:
+    """Where one step's time goes (torch.profiler, sorted by self time on the device, else on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), file=sys.stderr)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- the three variants
 
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,18 +173,12 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.variant == "floor":
         anchor = load_anchor(anchor_config)
-        model = AlignedEncoder(plugin.build_encoder(options), anchor.dim).to(device, dtype)
+        model = AlignedEncoder(plugin.build_encoder(options), anchor.dim).to(device)
         features = {k: v.to(device) for k, v in plugin.featurize({k: v.to(device) for k, v in batch.items()}, options).items()}
-        features = {k: v.to(dtype) if v.is_floating_point() else v for k, v in features.items()}
         text = anchor.encode_text(texts).to(device).clone()  # a normal tensor, not an inference-mode one
         del anchor
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-6)
-
-        def step() -> None:
-            loss = symmetric_info_nce(model(features), text, model.logit_scale())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        step = mixed_precision_step(model, lambda: symmetric_info_nce(model(features), text, model.logit_scale()),
+                                    device, dtype)
 
     elif args.variant == "trainer":
         from modbind.config import Recipe
@@ -170,6 +201,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         loop = TrainLoop(recipe, plugin, options, engine, cache, device, 0, 1,
                          MetricsLog(Path(args.work) / "m.jsonl", enabled=False), None)
         train_batch = TrainBatch(batch, texts, [str(i) for i in range(args.batch)])
+        if device.type == "cuda":
+            train_batch = train_batch.pin_memory()  # as the trainer's DataLoader delivers it on a GPU
         counter = iter(range(10**9))
 
         def step() -> None:
@@ -180,23 +213,22 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
 
         anchor = load_anchor(anchor_config, device=str(device))
-        encoder = plugin.build_encoder(options)
-        model = AlignedEncoder(encoder, anchor.dim).to(device, dtype)
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-8, weight_decay=1e-6)
+        model = AlignedEncoder(plugin.build_encoder(options), anchor.dim).to(device)
         wave = batch["waveform"].to(device)
 
-        def step() -> None:
+        def loss() -> torch.Tensor:
             # as users write it: fbank per clip inside the model, text tower run on every batch
             fbanks = [kaldi_fbank(w[None].float(), params=BEATS_FBANK)[0] for w in wave]
-            features = {"features": torch.stack(fbanks).to(dtype),
+            features = {"features": torch.stack(fbanks),
                         "padding_mask": torch.zeros(len(fbanks), fbanks[0].shape[0], dtype=torch.bool, device=device)}
             text = anchor.encode_text(texts).to(device).clone()
-            loss = symmetric_info_nce(model(features), text, model.logit_scale())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            return symmetric_info_nce(model(features), text, model.logit_scale())
+
+        step = mixed_precision_step(model, loss, device, dtype)
 
     times = time_steps(step, args.steps, device)
+    if args.profile:
+        print_profile(step, device)
     # on shared machines other jobs only ever add time, so the fastest step is the best estimate of the cost
     result = {"variant": args.variant, "step_s": min(times), "median_s": statistics.median(times), "times": times,
               "peak_mb": peak_memory_mb(device)}
@@ -265,6 +297,8 @@ def main() -> None:
             if line is None:
                 sys.exit(f"variant {variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
             results[variant] = json.loads(line[len("RESULT "):])
+            if args.profile:
+                print(f"--- profile of one {variant} step\n{done.stderr[-12000:]}", flush=True)
             print(f"{variant}: {results[variant]['step_s']:.3f} s/step (min; median "
                   f"{results[variant]['median_s']:.3f}), peak {results[variant]['peak_mb']:.0f} MB",
                   flush=True)
