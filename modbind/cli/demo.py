@@ -9,7 +9,7 @@ import click
 
 @click.command()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world, anchors and training.")
-@click.option("--quick", is_flag=True, help="A smaller world and shorter training (about two minutes on 2 cores; used by tests).")
+@click.option("--quick", is_flag=True, help="A smaller world and shorter training (under a minute on 2 cores; used by tests).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Folder for the runs and the report (demo_report.json/.md/.png).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

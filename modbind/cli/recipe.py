@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from modbind.recipes import dump_recipe, load_recipe
-
 set_option = click.option(
     "--set",
     "overrides",
@@ -27,6 +25,8 @@ def recipe() -> None:
 @set_option
 def show(file: Path | None, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved recipe: FILE (or the paper's defaults) with overrides and plugin defaults."""
+    from modbind.recipes import dump_recipe, load_recipe
+
     click.echo(dump_recipe(load_recipe(file, overrides)), nl=False)
 
 
@@ -35,6 +35,8 @@ def show(file: Path | None, overrides: tuple[str, ...]) -> None:
 @set_option
 def validate(file: Path, overrides: tuple[str, ...]) -> None:
     """Check FILE against the recipe schema and the plugin's options; exit 0 when valid."""
+    from modbind.recipes import load_recipe
+
     resolved = load_recipe(file, overrides)
     click.echo(f"{file}: valid (plugin {resolved.plugin.name}, batch {resolved.train.batch_size}, "
                f"{resolved.train.finetune} fine-tune)")

@@ -15,13 +15,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modbind.config import AnchorConfig
@@ -30,6 +28,9 @@ from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
 from modbind.demo.markers import read_marker, write_json
 from modbind.demo.world import WorldPaths
+
+if TYPE_CHECKING:  # torch is imported where training happens: the demo's parent process never needs it
+    import torch
 
 ANCHOR_VERSION = 1
 """Bump when training changes, so cached anchors are rebuilt."""
@@ -87,8 +88,11 @@ def anchor_key(world: WorldPaths, recipe: AnchorRecipe) -> str:
 
 
 def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), *, cache_dir: Path | None = None,
-                      progress: bool = True) -> DemoAnchor:
-    """Train (or reuse from the cache) the demo anchor for ``world`` and return where it is."""
+                      progress: bool = True, on_step: Callable[[int], None] | None = None) -> DemoAnchor:
+    """Train (or reuse from the cache) the demo anchor for ``world`` and return where it is.
+
+    ``on_step`` is told how many training steps are done (all of them at once for a cached anchor).
+    """
     missing = [lang for lang in recipe.languages if lang not in world.spec.languages]
     if missing:
         raise ValueError(f"the world at {world.root} has no captions in {missing}")
@@ -96,6 +100,8 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
     target = Path(cache_dir or default_cache_dir()) / "demo" / f"anchor-{tag}-{anchor_key(world, recipe)}"
     cached = read_marker(target / MARKER)
     if cached is not None:
+        if on_step is not None:
+            on_step(recipe.steps)
         return DemoAnchor(target.resolve(), recipe, cached)
     from modbind.anchor.tiny import build_tiny_openclip, save_openclip_weights
 
@@ -103,7 +109,7 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
     texts = all_template_texts(world.spec.concepts(), world.spec.languages)
     path = build_tiny_openclip(target, texts, embed_dim=recipe.embed_dim, seed=recipe.seed, **dict(recipe.sizes))
     model, preprocess, tokenizer = _open(path)
-    losses = train_towers(model, preprocess, tokenizer, world, recipe, progress=progress)
+    losses = train_towers(model, preprocess, tokenizer, world, recipe, progress=progress, on_step=on_step)
     save_openclip_weights(model, path)
     report = {"key": anchor_key(world, recipe), "recipe": asdict(recipe), "world": world.spec.key(),
               "losses": losses, "train_seconds": round(time.perf_counter() - started, 2)}
@@ -129,12 +135,14 @@ def _pairs(world: WorldPaths, languages: Sequence[str]) -> tuple[list[ManifestEn
 
 
 def train_towers(model: torch.nn.Module, preprocess: Any, tokenizer: Any, world: WorldPaths, recipe: AnchorRecipe,
-                 *, progress: bool = True) -> list[float]:
+                 *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> list[float]:
     """Symmetric InfoNCE on (image, caption-in-a-random-language) pairs; returns the loss every 50 steps.
 
     Pictures and captions are decoded and tokenized once up front; a seeded generator picks the batch
     and the caption, so the same seed gives the same anchor.
     """
+    import torch
+    import torch.nn.functional as F
     from PIL import Image
 
     entries, captions = _pairs(world, recipe.languages)
@@ -172,6 +180,8 @@ def train_towers(model: torch.nn.Module, preprocess: Any, tokenizer: Any, world:
             if step % 50 == 0 or step == recipe.steps - 1:
                 losses.append(round(loss.item(), 4))
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            if on_step is not None:
+                on_step(step + 1)
     model.eval()
     return losses
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modbind.config import Recipe
+from modbind.config import AnchorConfig, Recipe
 from modbind.demo.anchor import AnchorRecipe, DemoAnchor, build_demo_anchor, default_cache_dir
+from modbind.demo.parallel import Job, SideBySide, StepCallback
 from modbind.demo.report import DemoReport, Row, markdown_table, write_report
 from modbind.demo.scoring import EvalSet, anchor_ceiling, evaluate_model, measures
 from modbind.demo.world import WorldPaths, generate_world
@@ -36,7 +37,7 @@ ALIGN_SETTINGS: dict[str, Any] = {
         "head": "linear",
         "log_every": 25,
         "checkpoint_every": 100000,
-        "optimizer": {"lr": 2.0e-3, "min_lr": 2.0e-4, "warmup_steps": 30},
+        "optimizer": {"lr": 2.5e-3, "min_lr": 2.5e-4, "warmup_steps": 30},
     },
 }
 """The demo's alignment settings (``recipes/demo.yaml`` holds the same; a test keeps them equal).
@@ -49,7 +50,7 @@ Enough steps for the loss to flatten: stopping when English accuracy saturates l
 
 @dataclass(frozen=True)
 class DemoMode:
-    """Sizes of one demo run: the full one (a few minutes) or ``--quick`` (about two minutes on 2 CPU cores; tests use it)."""
+    """Sizes of one demo run: the full one (about two minutes on 2 CPU cores) or ``--quick`` (under one; tests use it)."""
 
     name: str
     world: dict[str, Any]
@@ -64,7 +65,7 @@ QUICK = DemoMode(
     world={"n_per_concept": 12, "n_scenes": 64, "n_test_per_concept": 3, "n_test_scenes": 24,
            "duration": (1.0, 1.5)},
     anchor=AnchorRecipe(steps=300),
-    align_steps=300,
+    align_steps=240,
     clip_seconds=1.0,
 )
 
@@ -93,10 +94,14 @@ def demo_recipe(world: WorldPaths, anchor: DemoAnchor, out_dir: Path, mode: Demo
 
 
 def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Path | None = None,
-             progress: bool = True, echo: Callable[[str], None] = print, mode: DemoMode | None = None) -> DemoRun:
+             progress: bool = True, echo: Callable[[str], None] = print, mode: DemoMode | None = None,
+             workers: int | None = None) -> DemoRun:
     """Run the whole demo and write ``demo_report.{json,md,png}`` into ``out_dir``.
 
     ``mode`` overrides the sizes chosen by ``quick`` (tests use a smaller world to check the plumbing).
+    The anchors, the alignments and the evaluations run side by side in ``workers`` spawned processes
+    (default: one per core, at most two; 1 runs everything in this process). As with any spawning
+    multiprocessing code, a script that calls this needs the ``if __name__ == "__main__":`` guard.
     """
     mode = mode or (QUICK if quick else FULL)
     out_dir = Path(out_dir)
@@ -104,37 +109,41 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Pa
     timings: dict[str, float] = {}
     clock = _Stopwatch(timings)
 
-    with clock("world"):
-        world = generate_world(cache / f"world-{mode.name}-seed{seed}", seed=seed, progress=progress, **mode.world)
-    echo(f"world: {world.root} ({world.counts})")
-    with clock("anchors"):
-        anchors = {
-            "aligned": build_demo_anchor(world, replace(mode.anchor, seed=seed), cache_dir=cache.parent,
-                                         progress=progress),
-            "en_only_anchor": build_demo_anchor(world, replace(mode.anchor, seed=seed, languages=("en",)),
-                                                cache_dir=cache.parent, progress=progress),
-        }
-    for name, anchor in anchors.items():
-        echo(f"anchor ({name}): {anchor.path}")
+    with SideBySide(workers, progress=progress, warm_up=warm_up) as side_by_side:
+        with clock("world"):
+            world = generate_world(cache / f"world-{mode.name}-seed{seed}", seed=seed, progress=progress,
+                                   **mode.world)
+        echo(f"world: {world.root} ({world.counts})")
 
-    exports: dict[str, Path] = {}
-    with clock("align"):
+        anchor_recipes = {"aligned": replace(mode.anchor, seed=seed),
+                          "en_only_anchor": replace(mode.anchor, seed=seed, languages=("en",))}
+        with clock("anchors"):
+            built = side_by_side.run([Job(f"anchor: {name}", anchor_job, (world, recipe, cache.parent), recipe.steps)
+                                      for name, recipe in anchor_recipes.items()])
+        anchors: dict[str, DemoAnchor] = {name: built[f"anchor: {name}"] for name in anchor_recipes}
         for name, anchor in anchors.items():
-            run_dir = out_dir / name
-            _clear_previous_run(run_dir)
-            recipe = demo_recipe(world, anchor, run_dir, mode, seed=seed, cache_dir=cache)
-            exports[name] = _align(recipe, progress)
+            echo(f"anchor ({name}): {anchor.path}")
 
-    tests = EvalSet.read(world)
-    languages = list(world.spec.languages)
-    with clock("evaluate"):
-        values, ceiling = _evaluate(exports, anchors, tests, languages, seed, mode, out_dir, cache, progress)
+        with clock("align"):
+            recipes = {}
+            for name, anchor in anchors.items():
+                _clear_previous_run(out_dir / name)
+                recipes[name] = demo_recipe(world, anchor, out_dir / name, mode, seed=seed, cache_dir=cache)
+            trained = side_by_side.run([Job(f"align: {name}", align_job, (recipe,), mode.align_steps)
+                                        for name, recipe in recipes.items()])
+        exports: dict[str, Path] = {name: trained[f"align: {name}"] for name in recipes}
+
+        tests = EvalSet.read(world)
+        languages = list(world.spec.languages)
+        with clock("evaluate"):
+            values, ceiling = _evaluate(side_by_side, exports, anchors, tests, languages, seed, mode, out_dir, cache)
     report = DemoReport(
         rows=[Row(m.key, m.title, m.group, m.chance, {k: v[m.key] for k, v in values.items()},
                   ceiling.get(m.key)) for m in measures(tests, languages)],
         settings={"mode": mode.name, "seed": seed, "world": world.spec.key(), "world_counts": world.counts,
                   "anchors": {k: str(a.path) for k, a in anchors.items()}, "exports": {k: str(p) for k, p in exports.items()},
-                  "align": ALIGN_SETTINGS, "align_steps": mode.align_steps, "clip_seconds": mode.clip_seconds},
+                  "align": ALIGN_SETTINGS, "align_steps": mode.align_steps, "clip_seconds": mode.clip_seconds,
+                  "side_by_side_jobs": side_by_side.workers},
         timings=timings,
         notes=[
             "audio was aligned on English captions only; it never saw a picture or another language",
@@ -150,35 +159,79 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Pa
     return DemoRun(out_dir, report, files, world, anchors)
 
 
-def _align(recipe: Recipe, progress: bool) -> Path:
+def anchor_job(world: WorldPaths, recipe: AnchorRecipe, cache_dir: Path, *, on_step: StepCallback) -> DemoAnchor:
+    """Build (or reuse) one demo anchor; a :class:`Job` for :class:`SideBySide`."""
+    return build_demo_anchor(world, recipe, cache_dir=cache_dir, progress=False, on_step=on_step)
+
+
+def align_job(recipe: Recipe, *, on_step: StepCallback) -> Path:
     """Train through the same function ``modbind align`` calls; returns the export folder."""
     from modbind.train.trainer import run_alignment
 
-    return Path(run_alignment(recipe, progress=progress).export_dir)
+    return Path(run_alignment(recipe, progress=False, on_step=lambda report: on_step(report.step)).export_dir)
 
 
-def _evaluate(exports: dict[str, Path], anchors: dict[str, DemoAnchor], tests: EvalSet, languages: list[str],
-              seed: int, mode: DemoMode, out_dir: Path, cache: Path, progress: bool
+def _evaluate(side_by_side: SideBySide, exports: dict[str, Path], anchors: dict[str, DemoAnchor], tests: EvalSet,
+              languages: list[str], seed: int, mode: DemoMode, out_dir: Path, cache: Path
               ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Scores of the aligned model, the English-only-anchor control and the untrained control.
 
     Each trained model is queried through the anchor it was aligned to (as ``modbind eval`` does); the
     untrained encoder through the multilingual anchor. Each suite report lands in ``<out>/<name>/eval``.
     """
-    import modbind
-    from modbind.anchor import load_anchor
-    from modbind.train.export import build_aligned_model
-
-    models: dict[str, Any] = {name: modbind.load(export) for name, export in exports.items()}
     options = copy.deepcopy(ALIGN_SETTINGS["plugin"]["options"])
     options["clip_seconds"] = mode.clip_seconds
-    models["untrained"] = build_aligned_model(ALIGN_SETTINGS["plugin"]["name"], options, anchors["aligned"].config,
-                                              seed=seed)
-    values = {name: evaluate_model(model, tests, languages, report_dir=out_dir / name / "eval",
-                                   cache_dir=cache / "eval", progress=progress, model_path=exports.get(name))
-              for name, model in models.items()}
-    ceiling = anchor_ceiling(load_anchor(anchors["aligned"].config), tests, languages)
-    return values, ceiling
+    untrained = (ALIGN_SETTINGS["plugin"]["name"], options, anchors["aligned"].config, seed)
+    models: dict[str, tuple[Path | None, Any]] = {name: (export, None) for name, export in exports.items()}
+    models["untrained"] = (None, untrained)
+    jobs = [Job(f"evaluate: {name}", evaluate_job, (export, build, tests, languages, out_dir / name / "eval",
+                                                     cache / "eval"), 1)
+            for name, (export, build) in models.items()]
+    jobs.append(Job("evaluate: anchor ceiling", ceiling_job, (anchors["aligned"].config, tests, languages), 1))
+    done = side_by_side.run(jobs)
+    values = {name: done[f"evaluate: {name}"] for name in models}
+    return values, done["evaluate: anchor ceiling"]
+
+
+def evaluate_job(export: Path | None, untrained: tuple[str, dict[str, Any], Any, int] | None, tests: EvalSet,
+                 languages: list[str], report_dir: Path, cache_dir: Path, *, on_step: StepCallback
+                 ) -> dict[str, float]:
+    """Every demo measure for the model exported at ``export``, or for an untrained encoder built from
+    ``(plugin, options, anchor config, seed)``; a :class:`Job` for :class:`SideBySide`."""
+    import modbind
+    from modbind.train.export import build_aligned_model
+
+    if export is not None:
+        model = modbind.load(export)
+    elif untrained is not None:
+        model = build_aligned_model(untrained[0], untrained[1], untrained[2], seed=untrained[3])
+    else:
+        raise ValueError("evaluate_job needs an export folder or the untrained encoder's settings")
+    values = evaluate_model(model, tests, languages, report_dir=report_dir, cache_dir=cache_dir, model_path=export)
+    on_step(1)
+    return values
+
+
+def ceiling_job(anchor: AnchorConfig, tests: EvalSet, languages: list[str], *, on_step: StepCallback
+                ) -> dict[str, float]:
+    """The anchor's own text→image zero-shot: the ceiling audio can inherit."""
+    from modbind.anchor import load_anchor
+
+    ceiling = anchor_ceiling(load_anchor(anchor), tests, languages)
+    on_step(1)
+    return ceiling
+
+
+def warm_up() -> None:
+    """Import what the jobs need (open_clip, DeepSpeed, the plugins) while the world is being generated."""
+    import open_clip  # noqa: F401
+
+    import modbind.train.trainer  # noqa: F401
+    from modbind.plugins import get_registry
+    from modbind.train.engine import load_backend
+
+    load_backend()
+    get_registry()
 
 
 def _prompts(languages: list[str]) -> dict[str, str]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
 
 from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.demo.captions import PROMPTS
 from modbind.demo.world import WorldPaths
 from modbind.eval.metrics import chance_recall, relevance_from_groups
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

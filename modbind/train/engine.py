@@ -24,6 +24,11 @@ from modbind.errors import CheckpointError, ConfigError
 LATEST_FILE = "latest"
 
 
+def load_backend() -> None:
+    """Import DeepSpeed ahead of the first engine (several seconds), e.g. while other work runs."""
+    import deepspeed  # noqa: F401
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
     """Join (or create) the process group; returns (rank, world size, this rank's device)."""
     import deepspeed
@@ -74,8 +79,9 @@ def deepspeed_config(train: TrainConfig, world: int, total_steps: int) -> dict[s
         "optimizer": {
             "type": "Adam",
             # torch's Adam (L2 weight decay, as the paper's Adam): no compiled op needed on any device.
+            # foreach: one multi-tensor op per update step rather than a Python loop over the tensors.
             "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
-                       "torch_adam": True, "adam_w_mode": False},
+                       "torch_adam": True, "adam_w_mode": False, "foreach": True},
         },
         "scheduler": {
             "type": "WarmupCosineLR",
