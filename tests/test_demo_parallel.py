@@ -54,3 +54,38 @@ def test_workers_do_not_inherit_a_process_group_from_this_process(monkeypatch) -
     with SideBySide(2, progress=False) as side_by_side:
         seen = side_by_side.run([Job("a", launcher_env, (), 1), Job("b", launcher_env, (), 1)])
     assert seen == {"a": {}, "b": {}}
+
+
+def noisy_job(text: str, *, on_step) -> str:
+    print(text, flush=True)
+    os.write(2, b"from C code\n")
+    on_step(1)
+    return text
+
+
+def test_worker_output_goes_to_the_log_file(tmp_path, capfd) -> None:
+    log = tmp_path / "workers.log"
+    log.write_text("from an earlier run\n")
+    with SideBySide(2, progress=False, log_file=log) as side_by_side:
+        assert side_by_side.run([Job("a", noisy_job, ("hello from a",), 1)]) == {"a": "hello from a"}
+    text = log.read_text()
+    assert "hello from a" in text and "from C code" in text and "earlier run" not in text
+    assert "hello from a" not in capfd.readouterr().out
+
+
+def imported(module: str, *, on_step) -> bool:
+    import sys
+
+    on_step(1)
+    return module in sys.modules
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["fork-server", "spawn"])
+def test_preloaded_modules_are_there_before_the_first_job(monkeypatch, fork_server: bool) -> None:
+    monkeypatch.setattr(SideBySide, "_uses_fork_server", property(lambda self: fork_server))
+    # two stdlib modules nothing else here imports (a fork server started earlier keeps its own preload,
+    # so the worker imports the list itself as well)
+    with SideBySide(2, progress=False, preload=["tabnanny"]) as side_by_side:
+        seen = side_by_side.run([Job("preloaded", imported, ("tabnanny",), 1),
+                                 Job("not preloaded", imported, ("mailbox",), 1)])
+    assert seen == {"preloaded": True, "not preloaded": False}

@@ -8,12 +8,15 @@ With one usable core (or ``workers=1``) the jobs run in this process, one after 
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -43,13 +46,17 @@ def usable_cores() -> int:
 class SideBySide:
     """A pool of worker processes kept for several rounds of jobs (imports are paid once per worker)."""
 
-    def __init__(self, workers: int | None = None, *, progress: bool = True,
-                 warm_up: Callable[[], None] | None = None):
-        """``warm_up`` runs once in each worker as soon as the pool starts (e.g. heavy imports), so that it
-        overlaps with whatever this process does before the first :meth:`run`."""
+    def __init__(self, workers: int | None = None, *, progress: bool = True, preload: Sequence[str] = (),
+                 log_file: Path | None = None):
+        """``preload``: modules every job needs (heavy imports); where the platform has a fork server
+        they are imported once there and each worker starts with them, else each worker imports them
+        as it starts. Workers start at once, so this overlaps with whatever this process does before
+        the first :meth:`run`. With ``log_file``, what the workers print (library notices, per-job
+        summaries) goes there instead of under the progress bars."""
         self.workers = max(1, workers if workers is not None else min(2, usable_cores()))
         self.progress = progress
-        self.warm_up = warm_up
+        self.preload = tuple(preload)
+        self.log_file = log_file
         self.steps_done: dict[str, int] = {}
         """Steps each job has reported so far (what its progress bar shows)."""
         self._pool: ProcessPoolExecutor | None = None
@@ -58,9 +65,12 @@ class SideBySide:
     def __enter__(self) -> SideBySide:
         if self.workers > 1:
             pool = self._started_pool()
-            if self.warm_up is not None:
+            if self._uses_fork_server:
+                # the server imports the preloaded modules now; workers fork from it at the first run
+                multiprocessing.forkserver.ensure_running()
+            else:
                 for _ in range(self.workers):
-                    pool.submit(self.warm_up)
+                    pool.submit(_ready)  # start (and import in) every worker now, not at the first run
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,13 +90,26 @@ class SideBySide:
             for bar in bars.values():
                 bar.close()
 
+    @property
+    def _uses_fork_server(self) -> bool:
+        return "forkserver" in multiprocessing.get_all_start_methods()
+
     def _started_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
+            # Never plain fork: a copy of a process that has run torch can hang in its thread pool. The
+            # fork server only imports the preloaded modules, so workers forked from it are clean.
+            if self._uses_fork_server:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(list(self.preload))
+            else:
+                context = multiprocessing.get_context("spawn")
             self._ticks = context.Queue()
             threads = max(1, usable_cores() // self.workers)
+            if self.log_file is not None:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                self.log_file.write_text("")  # this run's workers append to it
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                             initargs=(self._ticks, threads))
+                                             initargs=(self._ticks, threads, self.log_file, self.preload))
         return self._pool
 
     def _run_in_pool(self, jobs: list[Job], bars: dict[str, tqdm]) -> dict[str, Any]:
@@ -126,14 +149,25 @@ LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR",
 """Process-group settings a worker must not inherit: each worker's jobs are standalone one-process runs."""
 
 
-def _init_worker(ticks: Any, threads: int) -> None:
-    import torch
+def _ready() -> None:
+    """A no-op job: submitting one per worker makes the pool start them all."""
 
+
+def _init_worker(ticks: Any, threads: int, log_file: Path | None, preload: tuple[str, ...]) -> None:
     global _TICKS
     _TICKS = ticks
-    torch.set_num_threads(threads)
+    if log_file is not None:  # at the file-descriptor level, so C extensions and early loggers follow
+        log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
     for name in LAUNCHER_ENV:  # e.g. left by an earlier in-process run in the parent: it owns that port
         os.environ.pop(name, None)
+    import torch
+
+    torch.set_num_threads(threads)
+    for module in preload:  # already imported where a fork server preloaded them
+        importlib.import_module(module)
 
 
 def _run_job(job: Job) -> tuple[Any, int]:

@@ -48,6 +48,11 @@ Enough steps for the loss to flatten: stopping when English accuracy saturates l
 """
 
 
+WORKER_PRELOAD = ("torch", "open_clip", "deepspeed", "modbind.anchor", "modbind.train.trainer", "modbind.eval.suite",
+                  "modbind_audio_beats.plugin", "modbind.demo.run")
+"""What the demo's workers import before their first job (once, in the fork server where there is one)."""
+
+
 @dataclass(frozen=True)
 class DemoMode:
     """Sizes of one demo run: the full one (about two minutes on 2 CPU cores) or ``--quick`` (under one; tests use it)."""
@@ -109,7 +114,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Pa
     timings: dict[str, float] = {}
     clock = _Stopwatch(timings)
 
-    with SideBySide(workers, progress=progress, warm_up=warm_up) as side_by_side:
+    worker_log = out_dir / "demo_workers.log"
+    with SideBySide(workers, progress=progress, preload=WORKER_PRELOAD, log_file=worker_log) as side_by_side:
         with clock("world"):
             world = generate_world(cache / f"world-{mode.name}-seed{seed}", seed=seed, progress=progress,
                                    **mode.world)
@@ -156,6 +162,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Pa
     files = write_report(report, out_dir)
     echo(markdown_table(report))
     echo(f"report: {files['markdown']} (+ .json, .png)")
+    if side_by_side.workers > 1:
+        echo(f"worker output (training logs, library notices): {worker_log}")
     return DemoRun(out_dir, report, files, world, anchors)
 
 
@@ -220,18 +228,6 @@ def ceiling_job(anchor: AnchorConfig, tests: EvalSet, languages: list[str], *, o
     ceiling = anchor_ceiling(load_anchor(anchor), tests, languages)
     on_step(1)
     return ceiling
-
-
-def warm_up() -> None:
-    """Import what the jobs need (open_clip, DeepSpeed, the plugins) while the world is being generated."""
-    import open_clip  # noqa: F401
-
-    import modbind.train.trainer  # noqa: F401
-    from modbind.plugins import get_registry
-    from modbind.train.engine import load_backend
-
-    load_backend()
-    get_registry()
 
 
 def _prompts(languages: list[str]) -> dict[str, str]:

@@ -24,11 +24,6 @@ from modbind.errors import CheckpointError, ConfigError
 LATEST_FILE = "latest"
 
 
-def load_backend() -> None:
-    """Import DeepSpeed ahead of the first engine (several seconds), e.g. while other work runs."""
-    import deepspeed  # noqa: F401
-
-
 def init_distributed() -> tuple[int, int, torch.device]:
     """Join (or create) the process group; returns (rank, world size, this rank's device)."""
     import deepspeed
