@@ -127,5 +127,51 @@ def test_interrupted_pack_leaves_only_complete_shards(tmp_path, monkeypatch):
     entries = make_entries(tmp_path, 5)
     with pytest.raises(KeyboardInterrupt):
         pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=8000, clips_per_shard=2, progress=False)
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["shard-000000.tar"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["shard-000000.tar", "shards.progress.json"]
     assert [e.id for e, _ in iter_shards(tmp_path / "s")] == ["clip0", "clip1"]
+
+
+def test_an_interrupted_pack_resumes_after_its_last_complete_shard(tmp_path, monkeypatch):
+    import modbind.data.shards as shards
+
+    real = shards._decode_job
+    decoded = []
+
+    def interrupted_at_clip4(job):
+        if job[0] == 4:
+            raise KeyboardInterrupt
+        decoded.append(job[2])
+        return real(job)
+
+    entries = make_entries(tmp_path, 7, corrupt={1})
+    monkeypatch.setattr(shards, "_decode_job", interrupted_at_clip4)
+    with pytest.raises(KeyboardInterrupt):  # shard 0 = clip0, clip2 (clip1 unreadable); clip3 in the open shard
+        pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=8000, clips_per_shard=2, progress=False)
+    decoded.clear()
+    monkeypatch.setattr(shards, "_decode_job", lambda job: decoded.append(job[2]) or real(job))
+    report = pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=8000, clips_per_shard=2, progress=False)
+    assert decoded == ["clip3", "clip4", "clip5", "clip6"]  # nothing before the last complete shard again
+    assert report.resumed_after_shards == 1 and "resumed after 1 shards" in report.summary()
+    assert [s["id"] for s in report.skipped] == ["clip1"] and report.packed == 6
+    assert [e.id for e, _ in iter_shards(tmp_path / "s")] == ["clip0", "clip2", "clip3", "clip4", "clip5", "clip6"]
+    assert not (tmp_path / "s" / "shards.progress.json").exists()
+    keys = [name for shard in sorted((tmp_path / "s").glob("shard-*.tar"))
+            for name in tarfile.open(shard).getnames() if name.endswith(".json")]
+    assert len(set(keys)) == len(keys) == 6  # sample keys stay unique across the resumed run
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch):
+    import modbind.data.shards as shards
+
+    real = shards._decode_job
+    monkeypatch.setattr(shards, "_decode_job", lambda job: (_ for _ in ()).throw(KeyboardInterrupt) if job[0] == 3
+                        else real(job))
+    entries = make_entries(tmp_path, 4)
+    with pytest.raises(KeyboardInterrupt):
+        pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=8000, clips_per_shard=2, progress=False)
+    monkeypatch.setattr(shards, "_decode_job", real)
+    with pytest.raises(DataError, match=r"other settings \(sample_rate 8000 -> 16000\).*another --out"):
+        pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=16000, clips_per_shard=2, progress=False)
+    (tmp_path / "s" / "shard-000000.tar").unlink()
+    with pytest.raises(DataError, match="lost shards.*shard-000000.tar"):
+        pack_shards(entries, tmp_path, tmp_path / "s", sample_rate=8000, clips_per_shard=2, progress=False)

@@ -215,7 +215,10 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
 @click.option("--progress/--no-progress", default=True)
 def pack_command(manifest: Path, out: Path, sample_rate: int | None, plugin: str | None, root: Path | None,
                  clips_per_shard: int, max_seconds: float | None, workers: int, progress: bool) -> None:
-    """Decode and resample MANIFEST's audio once into tar shards (int16 PCM + JSON) the trainer streams."""
+    """Decode and resample MANIFEST's audio once into tar shards (int16 PCM + JSON) the trainer streams.
+
+    Interrupted? Run the same command again: it continues after the last complete shard.
+    """
     from modbind.data.manifest import read_manifest
     from modbind.data.shards import pack_shards
 

@@ -12,6 +12,7 @@ rate and the sample count) followed by ``<key>.pcm`` (little-endian int16 mono).
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import logging
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "modbind-pcm16-v1"
 INDEX_NAME = "shards.json"
+PROGRESS_NAME = "shards.progress.json"
+"""Written after each complete shard while packing; removed when the pack finishes."""
 PCM_SCALE = 32768.0
 _WINDOW = 256
 """Clips decoded ahead of the writer; bounds memory when packing with several processes."""
@@ -57,6 +60,8 @@ class PackReport:
     sample_rate: int
     shards: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    resumed_after_shards: int = 0
+    """Complete shards an interrupted earlier run had left (kept; packing went on after them)."""
 
     @property
     def packed(self) -> int:
@@ -67,7 +72,9 @@ class PackReport:
                 "shards": self.shards, "skipped": self.skipped}
 
     def summary(self) -> str:
-        return (f"{self.packed} clips in {len(self.shards)} shards at {self.sample_rate} Hz in {self.out_dir}; "
+        resumed = (f" (resumed after {self.resumed_after_shards} shards of an interrupted run)"
+                   if self.resumed_after_shards else "")
+        return (f"{self.packed} clips in {len(self.shards)} shards at {self.sample_rate} Hz in {self.out_dir}{resumed}; "
                 f"{len(self.skipped)} skipped (see {INDEX_NAME})")
 
 
@@ -99,21 +106,24 @@ def pack_shards(
 
     ``max_seconds`` keeps only the start of long clips (saves disk when training crops 10 s anyway).
     Each shard is written to a temporary name and renamed when complete, so a crash never leaves a
-    truncated shard behind under a final name.
+    truncated shard behind under a final name; a progress file written after each shard lets the same
+    call on the same folder resume after the last complete shard.
     """
     root, out_dir = Path(root), Path(out_dir)
     if clips_per_shard < 1:
         raise DataError(f"clips_per_shard must be at least 1 (got {clips_per_shard})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = PackReport(out_dir=str(out_dir), sample_rate=sample_rate)
     entries = list(entries)
+    settings = _pack_settings(entries, sample_rate, clips_per_shard, max_seconds)
+    report = PackReport(out_dir=str(out_dir), sample_rate=sample_rate)
     writer = _ShardWriter(out_dir, clips_per_shard, report)
+    start = _resume_point(out_dir, settings, report, writer)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        with tqdm(total=len(entries), desc="packing shards", unit="clip", disable=not progress) as bar:
-            for start in range(0, len(entries), _WINDOW):  # bounded memory: a window of decoded clips at a time
+        with tqdm(total=len(entries), initial=start, desc="packing shards", unit="clip", disable=not progress) as bar:
+            for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of clips at a time
                 jobs = [(i, str(root / entries[i].path), entries[i].id, sample_rate, max_seconds)
-                        for i in range(start, min(start + _WINDOW, len(entries)))]
+                        for i in range(window, min(window + _WINDOW, len(entries)))]
                 results = pool.map(_decode_job, jobs, chunksize=8) if pool else map(_decode_job, jobs)
                 for index, pcm, count, error in results:
                     entry = entries[index]
@@ -121,14 +131,55 @@ def pack_shards(
                     if pcm is None:
                         report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
                         continue
-                    writer.add(entry, pcm, count, sample_rate)
+                    if writer.add(entry, pcm, count, sample_rate):  # a shard is complete: entries < index + 1
+                        _write_progress(out_dir, settings, index + 1, writer.key, report)
         writer.close()
     finally:
         writer.discard_open_shard()
         if pool is not None:
             pool.shutdown()
     write_json(out_dir / INDEX_NAME, report.to_json())
+    (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     return report
+
+
+def _pack_settings(entries: list[ManifestEntry], sample_rate: int, clips_per_shard: int,
+                   max_seconds: float | None) -> dict[str, Any]:
+    """What must be unchanged for a resumed pack to continue the same shards."""
+    ids = hashlib.sha256("\n".join(e.id for e in entries).encode("utf-8")).hexdigest()[:16]
+    return {"format": FORMAT, "sample_rate": sample_rate, "clips_per_shard": clips_per_shard,
+            "max_seconds": max_seconds, "entries": len(entries), "entry_ids_sha256": ids}
+
+
+def _write_progress(out_dir: Path, settings: dict[str, Any], next_entry: int, next_key: int,
+                    report: PackReport) -> None:
+    write_json(out_dir / PROGRESS_NAME, {"settings": settings, "next_entry": next_entry, "next_key": next_key,
+                                         "shards": report.shards, "skipped": report.skipped})
+
+
+def _resume_point(out_dir: Path, settings: dict[str, Any], report: PackReport, writer: _ShardWriter) -> int:
+    """Index of the first entry still to pack: 0, or just after the last complete shard of an interrupted run."""
+    path = out_dir / PROGRESS_NAME
+    if not path.is_file():
+        return 0
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        saved, next_entry, next_key = state["settings"], int(state["next_entry"]), int(state["next_key"])
+        shards, skipped = list(state["shards"]), list(state["skipped"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path} is unreadable ({err}); delete it to pack {out_dir} from the start") from err
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in settings.items() if saved.get(k) != v]
+    if changed:
+        raise DataError(f"{out_dir} holds an interrupted pack with other settings ({'; '.join(changed)}); "
+                        "rerun it with the same manifest and options, or use another --out folder")
+    missing = [s["name"] for s in shards if not (out_dir / s["name"]).is_file()]
+    if missing:
+        raise DataError(f"{out_dir} lost shards of an interrupted pack ({', '.join(missing)}); "
+                        f"delete {PROGRESS_NAME} there to pack from the start")
+    report.shards, report.skipped = shards, skipped
+    writer.key = next_key
+    report.resumed_after_shards = len(shards)
+    return next_entry
 
 
 class _ShardWriter:
@@ -140,7 +191,8 @@ class _ShardWriter:
         self.count = 0
         self.key = 0
 
-    def add(self, entry: ManifestEntry, pcm: bytes, num_samples: int, sample_rate: int) -> None:
+    def add(self, entry: ManifestEntry, pcm: bytes, num_samples: int, sample_rate: int) -> bool:
+        """Append one sample; True when it completed (and closed) a shard."""
         if self.tar is None:
             name = f"shard-{len(self.report.shards):06d}.tar"
             self.tmp = self.out_dir / (name + ".tmp")
@@ -153,8 +205,10 @@ class _ShardWriter:
         self._member(f"{key}.pcm", pcm)
         self.key += 1
         self.count += 1
-        if self.count == self.clips_per_shard:
-            self.close()
+        if self.count < self.clips_per_shard:
+            return False
+        self.close()
+        return True
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
