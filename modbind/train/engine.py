@@ -127,6 +127,8 @@ class Engine:
         if world == 1 and train.zero_stage == 0:
             # one rank: the bucketed all-reduce would only flatten and copy every gradient
             self._engine.enable_backward_allreduce = False
+        if train.compile:
+            self._engine.compile(backend=train.compile_backend)  # in place: state-dict keys are unchanged
 
     @property
     def module(self) -> nn.Module:
