@@ -69,8 +69,8 @@ QUICK = DemoMode(
     "quick",
     world={"n_per_concept": 12, "n_scenes": 64, "n_test_per_concept": 3, "n_test_scenes": 24,
            "duration": (1.0, 1.5)},
-    anchor=AnchorRecipe(steps=300),
-    align_steps=240,
+    anchor=AnchorRecipe(steps=250),
+    align_steps=220,
     clip_seconds=1.0,
 )
 
