@@ -104,9 +104,9 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, cache_dir: Pa
     """Run the whole demo and write ``demo_report.{json,md,png}`` into ``out_dir``.
 
     ``mode`` overrides the sizes chosen by ``quick`` (tests use a smaller world to check the plumbing).
-    The anchors, the alignments and the evaluations run side by side in ``workers`` spawned processes
-    (default: one per core, at most two; 1 runs everything in this process). As with any spawning
-    multiprocessing code, a script that calls this needs the ``if __name__ == "__main__":`` guard.
+    The anchors, the alignments and the evaluations run side by side in ``workers`` worker processes
+    (default: one per core, at most two; 1 runs everything in this process). As with any multiprocessing
+    code that does not plain-fork, a script that calls this needs the ``if __name__ == "__main__":`` guard.
     """
     mode = mode or (QUICK if quick else FULL)
     out_dir = Path(out_dir)
@@ -189,32 +189,38 @@ def _evaluate(side_by_side: SideBySide, exports: dict[str, Path], anchors: dict[
     """
     options = copy.deepcopy(ALIGN_SETTINGS["plugin"]["options"])
     options["clip_seconds"] = mode.clip_seconds
-    untrained = (ALIGN_SETTINGS["plugin"]["name"], options, anchors["aligned"].config, seed)
-    models: dict[str, tuple[Path | None, Any]] = {name: (export, None) for name, export in exports.items()}
-    models["untrained"] = (None, untrained)
-    jobs = [Job(f"evaluate: {name}", evaluate_job, (export, build, tests, languages, out_dir / name / "eval",
-                                                     cache / "eval"), 1)
-            for name, (export, build) in models.items()]
+    models: dict[str, Path | UntrainedEncoder] = dict(exports)
+    models["untrained"] = UntrainedEncoder(ALIGN_SETTINGS["plugin"]["name"], options, anchors["aligned"].config, seed)
+    jobs = [Job(f"evaluate: {name}", evaluate_job, (source, tests, languages, out_dir / name / "eval", cache / "eval"), 1)
+            for name, source in models.items()]
     jobs.append(Job("evaluate: anchor ceiling", ceiling_job, (anchors["aligned"].config, tests, languages), 1))
     done = side_by_side.run(jobs)
     values = {name: done[f"evaluate: {name}"] for name in models}
     return values, done["evaluate: anchor ceiling"]
 
 
-def evaluate_job(export: Path | None, untrained: tuple[str, dict[str, Any], Any, int] | None, tests: EvalSet,
-                 languages: list[str], report_dir: Path, cache_dir: Path, *, on_step: StepCallback
-                 ) -> dict[str, float]:
-    """Every demo measure for the model exported at ``export``, or for an untrained encoder built from
-    ``(plugin, options, anchor config, seed)``; a :class:`Job` for :class:`SideBySide`."""
-    import modbind
-    from modbind.train.export import build_aligned_model
+@dataclass(frozen=True)
+class UntrainedEncoder:
+    """The chance-level control: the plugin's encoder with seeded random weights, in the anchor's space."""
 
-    if export is not None:
-        model = modbind.load(export)
-    elif untrained is not None:
-        model = build_aligned_model(untrained[0], untrained[1], untrained[2], seed=untrained[3])
-    else:
-        raise ValueError("evaluate_job needs an export folder or the untrained encoder's settings")
+    plugin: str
+    options: dict[str, Any]
+    anchor: AnchorConfig
+    seed: int
+
+    def build(self) -> Any:
+        from modbind.train.export import build_aligned_model
+
+        return build_aligned_model(self.plugin, self.options, self.anchor, seed=self.seed)
+
+
+def evaluate_job(source: Path | UntrainedEncoder, tests: EvalSet, languages: list[str], report_dir: Path,
+                 cache_dir: Path, *, on_step: StepCallback) -> dict[str, float]:
+    """Every demo measure for an exported model (its folder) or the untrained control; a :class:`Job`."""
+    import modbind
+
+    model = source.build() if isinstance(source, UntrainedEncoder) else modbind.load(source)
+    export = None if isinstance(source, UntrainedEncoder) else source
     values = evaluate_model(model, tests, languages, report_dir=report_dir, cache_dir=cache_dir, model_path=export)
     on_step(1)
     return values
