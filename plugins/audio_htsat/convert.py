@@ -21,20 +21,36 @@ PREFIX = "audio_encoder."
 """Every ``ClapAudioModel`` state-dict key starts with this."""
 
 _BLOCK = r"layers\.(\d+)\.blocks\.(\d+)\."
-# (official regex, ClapAudioModel template); one-to-one renames, checked in order.
-_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"bn0\.(.+)", "batch_norm.{0}"),
-    (r"patch_embed\.(proj|norm)\.(weight|bias)", "patch_embed.{0}.{1}"),
-    (_BLOCK + r"norm1\.(weight|bias)", "layers.{0}.blocks.{1}.layernorm_before.{2}"),
-    (_BLOCK + r"norm2\.(weight|bias)", "layers.{0}.blocks.{1}.layernorm_after.{2}"),
-    (_BLOCK + r"attn\.proj\.(weight|bias)", "layers.{0}.blocks.{1}.attention.output.dense.{2}"),
-    (_BLOCK + r"attn\.relative_position_bias_table",
-     "layers.{0}.blocks.{1}.attention.self.relative_position_bias_table"),
-    (_BLOCK + r"mlp\.fc1\.(weight|bias)", "layers.{0}.blocks.{1}.intermediate.dense.{2}"),
-    (_BLOCK + r"mlp\.fc2\.(weight|bias)", "layers.{0}.blocks.{1}.output.dense.{2}"),
-    (r"layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)", "layers.{0}.downsample.{1}.{2}"),
-    (r"norm\.(weight|bias)", "norm.{0}"),
+_NAME_PAIRS: tuple[tuple[str, str], ...] = (
+    # (official name, ClapAudioModel name); {fields} are filled from _FIELDS, the rest matches literally
+    ("bn0.{rest}", "batch_norm.{rest}"),
+    ("patch_embed.{embed}.{p}", "patch_embed.{embed}.{p}"),
+    ("layers.{s}.blocks.{b}.norm1.{p}", "layers.{s}.blocks.{b}.layernorm_before.{p}"),
+    ("layers.{s}.blocks.{b}.norm2.{p}", "layers.{s}.blocks.{b}.layernorm_after.{p}"),
+    ("layers.{s}.blocks.{b}.attn.proj.{p}", "layers.{s}.blocks.{b}.attention.output.dense.{p}"),
+    ("layers.{s}.blocks.{b}.attn.relative_position_bias_table",
+     "layers.{s}.blocks.{b}.attention.self.relative_position_bias_table"),
+    # derived on the way in (set aside before renaming), exported on the way out
+    ("layers.{s}.blocks.{b}.attn.relative_position_index",
+     "layers.{s}.blocks.{b}.attention.self.relative_position_index"),
+    ("layers.{s}.blocks.{b}.mlp.fc1.{p}", "layers.{s}.blocks.{b}.intermediate.dense.{p}"),
+    ("layers.{s}.blocks.{b}.mlp.fc2.{p}", "layers.{s}.blocks.{b}.output.dense.{p}"),
+    ("layers.{s}.downsample.{down}.{p}", "layers.{s}.downsample.{down}.{p}"),
+    ("norm.{p}", "norm.{p}"),
 )
+_FIELDS = {"rest": r".+", "embed": r"proj|norm", "down": r"reduction|norm", "p": r"weight|bias", "s": r"\d+",
+           "b": r"\d+"}
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """A template's regex: literal text escaped, each {field} a named group of its _FIELDS alternatives."""
+    pieces = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
+    return re.compile("".join(re.escape(piece) if i % 2 == 0 else f"(?P<{piece}>{_FIELDS[piece]})"
+                              for i, piece in enumerate(pieces)))
+
+
+_RENAMES = tuple((_pattern(official), clap) for official, clap in _NAME_PAIRS)
+_REVERSE = tuple((_pattern(clap), official) for official, clap in _NAME_PAIRS)
 _QKV = re.compile(_BLOCK + r"attn\.qkv\.(weight|bias)")
 _RELATIVE_INDEX = re.compile(_BLOCK + r"attn\.relative_position_index")
 _DERIVED = re.compile(
@@ -83,20 +99,6 @@ def official_to_clap(tensors: Mapping[str, Tensor]) -> ConvertedState:
     return out
 
 
-_REVERSE: tuple[tuple[str, str], ...] = (
-    (r"batch_norm\.(.+)", "bn0.{0}"),
-    (r"patch_embed\.(proj|norm)\.(weight|bias)", "patch_embed.{0}.{1}"),
-    (_BLOCK + r"layernorm_before\.(weight|bias)", "layers.{0}.blocks.{1}.norm1.{2}"),
-    (_BLOCK + r"layernorm_after\.(weight|bias)", "layers.{0}.blocks.{1}.norm2.{2}"),
-    (_BLOCK + r"attention\.output\.dense\.(weight|bias)", "layers.{0}.blocks.{1}.attn.proj.{2}"),
-    (_BLOCK + r"attention\.self\.relative_position_bias_table",
-     "layers.{0}.blocks.{1}.attn.relative_position_bias_table"),
-    (_BLOCK + r"attention\.self\.relative_position_index", "layers.{0}.blocks.{1}.attn.relative_position_index"),
-    (_BLOCK + r"intermediate\.dense\.(weight|bias)", "layers.{0}.blocks.{1}.mlp.fc1.{2}"),
-    (_BLOCK + r"output\.dense\.(weight|bias)", "layers.{0}.blocks.{1}.mlp.fc2.{2}"),
-    (r"layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)", "layers.{0}.downsample.{1}.{2}"),
-    (r"norm\.(weight|bias)", "norm.{0}"),
-)
 _SPLIT_QKV = re.compile(_BLOCK + r"attention\.self\.(query|key|value)\.(weight|bias)")
 
 
@@ -131,9 +133,8 @@ def is_relative_position_index(official_key: str) -> bool:
     return _RELATIVE_INDEX.fullmatch(official_key) is not None
 
 
-def _rename(key: str, rules: tuple[tuple[str, str], ...]) -> str | None:
+def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
     for pattern, template in rules:
-        match = re.fullmatch(pattern, key)
-        if match:
-            return template.format(*match.groups())
+        if match := pattern.fullmatch(key):
+            return template.format(**match.groupdict())
     return None
