@@ -14,7 +14,7 @@ from PIL import Image
 
 from modbind.data.manifest import read_manifest
 from modbind.demo.anchor import AnchorRecipe, build_demo_anchor
-from modbind.demo.concepts import CONCEPTS, LANGUAGES
+from modbind.demo.concepts import LANGUAGES
 from modbind.demo.report import CONDITIONS
 from modbind.demo.scoring import EvalSet, anchor_ceiling, evaluate_model, measures
 from modbind.demo.world import generate_world

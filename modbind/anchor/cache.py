@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modbind.atomic import atomic_path, write_json_atomic
 from modbind.errors import ConfigError, DataError
 
 FORMAT = "modbind.caption_cache/1"
@@ -220,14 +221,14 @@ class CaptionCache:
 
         keys = torch.frombuffer(bytearray(b"".join(caption_key(t) for t in texts)), dtype=torch.uint8)
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.folder / f".{name}.tmp"
-        save_file(
-            {"embeddings": embeddings.float().contiguous(), "keys": keys.reshape(len(texts), KEY_BYTES).contiguous()},
-            str(tmp),
-            metadata={"format": FORMAT, "identity": self.anchor_identity},
-        )
         target = self.folder / name
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            save_file(
+                {"embeddings": embeddings.float().contiguous(),
+                 "keys": keys.reshape(len(texts), KEY_BYTES).contiguous()},
+                str(tmp),
+                metadata={"format": FORMAT, "identity": self.anchor_identity},
+            )
         return target
 
     def _write_meta(self, dim: int) -> None:
@@ -237,9 +238,7 @@ class CaptionCache:
             if recorded.get("dim") != dim:
                 raise DataError(f"{meta}: cache holds {recorded.get('dim')}-d embeddings but the anchor gives {dim}-d")
             return
-        tmp = meta.with_name(f".cache.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "identity": self.anchor_identity, "dim": dim}, indent=2), encoding="utf-8")
-        tmp.replace(meta)
+        write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim})
 
     @contextlib.contextmanager
     def _build_lock(self) -> Iterator[None]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modbind.atomic import atomic_path, write_json_atomic
 from modbind.errors import ConfigError, did_you_mean
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -63,13 +64,13 @@ def build_tiny_openclip(
         tokenizer.save_pretrained(str(staging))
         _xlmr_config(len(tokenizer), dims).save_pretrained(str(staging))
         model_cfg = _open_clip_model_cfg(staging, embed_dim, dims)
-        _write_json(staging / OPEN_CLIP_CONFIG, model_cfg)
+        write_json_atomic(staging / OPEN_CLIP_CONFIG, model_cfg)
         model = _random_model(staging, seed)
         save_openclip_weights(model, staging)
         # Point the text tower at the final location before the folder moves there.
         model_cfg["model_cfg"]["text_cfg"]["hf_model_name"] = str(out_dir)
         model_cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = str(out_dir)
-        _write_json(staging / OPEN_CLIP_CONFIG, model_cfg)
+        write_json_atomic(staging / OPEN_CLIP_CONFIG, model_cfg)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -125,10 +126,9 @@ def save_openclip_weights(model: nn.Module, out_dir: Path) -> Path:
 
     out_dir = Path(out_dir)
     target = out_dir / WEIGHTS_FILE
-    tmp = target.with_name(target.name + ".tmp")
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"format": "pt", "written_by": "modbind.anchor.tiny"})
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "written_by": "modbind.anchor.tiny"})
     return target
 
 
@@ -216,7 +216,3 @@ def _random_model(model_dir: Path, seed: int) -> nn.Module:
         return open_clip.create_model(f"local-dir:{model_dir}", load_weights=False, pretrained_text=False)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from modbind.data.metadata import write_json
+from modbind.atomic import write_json_atomic
 from modbind.errors import DataError
 
 
@@ -95,7 +95,7 @@ def add_translations_command(manifest: Path, language: str, file: Path, out: Pat
     target = out or manifest
     write_manifest(entries, target)
     report_file = target.with_name(f"{target.stem}.translations.{language}.json")
-    write_json(report_file, report.to_json())
+    write_json_atomic(report_file, report.to_json())
     click.echo(report.summary())
     if report.unmatched_keys or report.untranslated:
         click.echo(f"details: {report_file}")
@@ -133,7 +133,7 @@ def overlap_command(train: Path, evaluation: tuple[Path, ...], blacklists: tuple
         click.echo(f"blacklists: {len(hits)} training clips listed")
         removed |= hits
     if report_file is not None:
-        write_json(report_file, {**combined.to_json(), "removed": sorted(removed)})
+        write_json_atomic(report_file, {**combined.to_json(), "removed": sorted(removed)})
     if out is not None:
         kept = [e for e in train_entries if e.id not in removed]
         write_manifest(kept, out)

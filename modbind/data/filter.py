@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from modbind.atomic import atomic_path
 from modbind.data.manifest import ManifestEntry
 from modbind.errors import DataError
 
@@ -261,7 +262,6 @@ def plot_histogram(scores: Sequence[float], threshold: float | None, drop: float
     axes.set_ylabel("pairs")
     axes.set_title(f"{len(scores)} scored pairs")
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
-    tmp.replace(path)

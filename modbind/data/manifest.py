@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modbind.atomic import atomic_open
 from modbind.errors import DataError
 
 
@@ -82,18 +83,10 @@ def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
 
 def write_manifest(entries: Iterable[ManifestEntry], path: Path) -> int:
     """Write entries atomically (temp file + rename); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for entry in entries:  # may be a generator that fails mid-way (bad metadata): leave no temp file
-                handle.write(json.dumps(entry.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False))
-                handle.write("\n")
-                count += 1
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    with atomic_open(path) as handle:
+        for entry in entries:  # may be a generator that fails mid-way (bad metadata): the old file stays
+            handle.write(json.dumps(entry.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False))
+            handle.write("\n")
+            count += 1
     return count

@@ -157,12 +157,3 @@ def read_yaml(path: Path) -> Any:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise DataError(f"{path}{line}: invalid YAML ({problem}); repair or re-download the file") from None
-
-
-def write_json(path: Path, document: Any) -> None:
-    """Write a JSON report atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)

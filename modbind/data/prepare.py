@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from modbind.data.manifest import ManifestEntry, write_manifest
-from modbind.data.metadata import write_json
+from modbind.atomic import write_json_atomic
 from modbind.data.overlap import Blacklist
 from modbind.errors import DataError
 
@@ -137,7 +137,7 @@ def prepare(
             if (updated := _usable(entry, audio, image, root, out.parent, probe, expect_images, report)) is not None
         )
         report.written = write_manifest(usable, out)
-    write_json(report_path(out), report.to_json())
+    write_json_atomic(report_path(out), report.to_json())
     return report
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from modbind.audio.io import AudioClip, load_audio
 from modbind.data.manifest import ManifestEntry
-from modbind.data.metadata import write_json
+from modbind.atomic import publish, temp_path_for, write_json_atomic
 from modbind.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def pack_shards(
         writer.discard_open_shard()
         if pool is not None:
             pool.shutdown()
-    write_json(out_dir / INDEX_NAME, report.to_json())
+    write_json_atomic(out_dir / INDEX_NAME, report.to_json())
     (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     return report
 
@@ -153,7 +153,7 @@ def _pack_settings(entries: list[ManifestEntry], sample_rate: int, clips_per_sha
 
 def _write_progress(out_dir: Path, settings: dict[str, Any], next_entry: int, next_key: int,
                     report: PackReport) -> None:
-    write_json(out_dir / PROGRESS_NAME, {"settings": settings, "next_entry": next_entry, "next_key": next_key,
+    write_json_atomic(out_dir / PROGRESS_NAME, {"settings": settings, "next_entry": next_entry, "next_key": next_key,
                                          "shards": report.shards, "skipped": report.skipped})
 
 
@@ -195,7 +195,7 @@ class _ShardWriter:
         """Append one sample; True when it completed (and closed) a shard."""
         if self.tar is None:
             name = f"shard-{len(self.report.shards):06d}.tar"
-            self.tmp = self.out_dir / (name + ".tmp")
+            self.tmp = temp_path_for(self.out_dir / name)
             self.name = name
             self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
         key = f"{self.key:010d}"
@@ -228,7 +228,7 @@ class _ShardWriter:
         if self.tar is None:
             return
         self.tar.close()
-        self.tmp.replace(self.out_dir / self.name)
+        publish(self.tmp, self.out_dir / self.name)
         self.report.shards.append({"name": self.name, "count": self.count})
         self.tar, self.count = None, 0
 

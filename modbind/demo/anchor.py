@@ -26,7 +26,8 @@ from modbind.config import AnchorConfig
 from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
-from modbind.demo.markers import read_marker, write_json
+from modbind.atomic import write_json_atomic
+from modbind.demo.markers import read_marker
 from modbind.demo.world import WorldPaths
 
 if TYPE_CHECKING:  # torch is imported where training happens: the demo's parent process never needs it
@@ -114,7 +115,7 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
     report = {"key": anchor_key(world, recipe), "recipe": asdict(recipe), "world": world.spec.key(),
               "losses": losses, "train_seconds": round(time.perf_counter() - started, 2)}
     report = json.loads(json.dumps(report))  # the same plain JSON types a cached report is read back as
-    write_json(path / MARKER, report)
+    write_json_atomic(path / MARKER, report)
     return DemoAnchor(path, recipe, report)
 
 

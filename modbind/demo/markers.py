@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,3 @@ def read_marker(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically, so a reader never sees a half-written marker."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)

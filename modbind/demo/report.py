@@ -7,11 +7,12 @@ Written three ways into the output folder: ``demo_report.json`` (every number pl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from modbind.atomic import atomic_path, atomic_write
 
 CONDITIONS: tuple[tuple[str, str], ...] = (
     ("aligned", "aligned (multilingual anchor)"),
@@ -80,12 +81,12 @@ def write_report(report: DemoReport, out_dir: Path) -> dict[str, Path]:
              "png": out_dir / "demo_report.png"}
     data = {"rows": [asdict(r) for r in report.rows], "settings": report.settings, "timings": report.timings,
             "notes": report.notes, "units": "percent"}
-    _atomic_text(paths["json"], json.dumps(data, indent=1, ensure_ascii=False, default=str))
+    atomic_write(paths["json"], json.dumps(data, indent=1, ensure_ascii=False, default=str))
     body = ["# modbind demo: emergent alignment on a synthetic world", "", markdown_table(report), ""]
     body += [f"- {note}" for note in report.notes]
     if report.timings:
         body += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items())]
-    _atomic_text(paths["markdown"], "\n".join(body) + "\n")
+    atomic_write(paths["markdown"], "\n".join(body) + "\n")
     _plot(report.rows, paths["png"])
     return paths
 
@@ -109,13 +110,6 @@ def _plot(rows: Sequence[Row], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("modbind demo: audio aligned on English captions only")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

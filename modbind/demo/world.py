@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from tqdm.auto import tqdm
 from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.demo.captions import PROMPTS, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES, Concept
-from modbind.demo.markers import read_marker, write_json
+from modbind.atomic import atomic_path, write_json_atomic
+from modbind.demo.markers import read_marker
 from modbind.demo.picture import draw_scene
 from modbind.demo.sound import SAMPLE_RATE, render_scene
 
@@ -137,8 +137,8 @@ def generate_world(
     write_manifest(entries["test_single"], paths.test_single)
     write_manifest(entries["test_scenes"], paths.test_scenes)
     write_manifest(entries["test_single"] + entries["test_scenes"], paths.test)
-    write_json(paths.classes, _classes(spec))
-    write_json(out_dir / "world.json", {"key": spec.key(), "spec": asdict(spec), "counts": paths.counts})
+    write_json_atomic(paths.classes, _classes(spec))
+    write_json_atomic(out_dir / "world.json", {"key": spec.key(), "spec": asdict(spec), "counts": paths.counts})
     return paths
 
 
@@ -193,15 +193,13 @@ def _write_item(root: Path, spec: WorldSpec, concepts: Sequence[Concept], item: 
 
 
 def _atomic_wav(path: Path, samples: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    soundfile.write(tmp, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with atomic_path(path, durable=False) as tmp:  # the world is a regenerable cache: no fsync per file
+        soundfile.write(tmp, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
 def _atomic_png(path: Path, picture: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    picture.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path, durable=False) as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def _classes(spec: WorldSpec) -> dict[str, Any]:

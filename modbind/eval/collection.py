@@ -7,7 +7,6 @@ texts through its text tower — all land in the same space. Unreadable inputs a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modbind.atomic import atomic_open, atomic_path, write_json_atomic
 from modbind.data.manifest import read_manifest
 from modbind.errors import ConfigError, DataError
 from modbind.eval.embedder import IMAGE_EXTENSIONS, Embedder, Failure
@@ -132,21 +132,17 @@ def save_embeddings(out: Path, embeddings: Tensor, inputs: Sequence[Input], skip
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"ids": [i.id for i in inputs], "kinds": [i.kind for i in inputs],
             "skipped": [{"input": f.key, "reason": f.reason} for f in skipped], **info}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({"embeddings": embeddings.contiguous()}, str(tmp),
-                  metadata={k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()})
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp),
+                      metadata={k: json.dumps(v, ensure_ascii=False) for k, v in meta.items()})
         return [out]
     if out.suffix == ".npy":
-        with tmp.open("wb") as handle:
+        with atomic_open(out, "wb") as handle:
             np.save(handle, embeddings.numpy())
-        tmp.replace(out)
         sidecar = out.with_name(out.name[: -len(".npy")] + ".ids.json")
-        side_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-        side_tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        side_tmp.replace(sidecar)
+        write_json_atomic(sidecar, meta)
         return [out, sidecar]
     raise ConfigError(f"--out must end in .safetensors or .npy, got '{out.name}'")

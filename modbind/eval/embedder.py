@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modbind.atomic import atomic_path
 from modbind.errors import ModbindError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -84,9 +85,8 @@ class ImageEmbeddingCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"images-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.folder / f".{name}.tmp"
-        save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"keys": json.dumps(list(keys))})
-        tmp.replace(self.folder / name)
+        with atomic_path(self.folder / name) as tmp:
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"keys": json.dumps(list(keys))})
 
 
 def _slug(identity: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import modbind
+from modbind.atomic import atomic_path, atomic_write
 from modbind.eval.result import TaskResult
 
 REPORT_JSON = "report.json"
@@ -45,8 +45,8 @@ def write_report(out_dir: Path, results: Sequence[TaskResult], report: dict[str,
         stem = f"{index:02d}-{_slug(result.label)}"
         plots[result.label] = [str(p.relative_to(out_dir)) for p in write_plots(out_dir / PLOTS_DIR, stem, result)]
     report = {**report, "plots": plots}
-    _write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False, default=_json_default) + "\n")
-    _write_text(out_dir / REPORT_MD, markdown(results, report))
+    atomic_write(out_dir / REPORT_JSON, json.dumps(report, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    atomic_write(out_dir / REPORT_MD, markdown(results, report))
     return {"json": out_dir / REPORT_JSON, "markdown": out_dir / REPORT_MD, "plots": out_dir / PLOTS_DIR}
 
 
@@ -164,16 +164,9 @@ def _rank_bins(largest: int) -> list[float]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _slug(text: str) -> str:

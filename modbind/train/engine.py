@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from modbind.atomic import atomic_write
 from modbind.config import TrainConfig
 from modbind.errors import CheckpointError, ConfigError
 
@@ -178,9 +179,7 @@ class Engine:
                 shutil.rmtree(final)
             os.replace(staging / tag, final)
             shutil.rmtree(staging, ignore_errors=True)
-            latest_tmp = directory / (LATEST_FILE + ".tmp")
-            latest_tmp.write_text(tag + "\n", encoding="utf-8")
-            os.replace(latest_tmp, directory / LATEST_FILE)
+            atomic_write(directory / LATEST_FILE, tag + "\n")
         dist.barrier()
         return final
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import modbind
+from modbind.atomic import atomic_path, write_json_atomic
 from modbind.config import AnchorConfig
 from modbind.contracts import EncoderOptions, EncoderPlugin
 from modbind.errors import CheckpointError, ModbindError
@@ -126,9 +127,8 @@ class AlignedModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = exportable_state_dict(self.model)
-        weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(weights_tmp), metadata={"format": CARD_FORMAT})
-        os.replace(weights_tmp, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": CARD_FORMAT})
         write_json_atomic(directory / CARD_FILE, self.card)
         return directory
 
@@ -268,8 +268,3 @@ def _rebuild(
         "was it exported by a different plugin version?"
     )
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from modbind.atomic import atomic_write
 from modbind.config import Recipe
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind.errors import ConfigError
@@ -92,7 +92,7 @@ def run_alignment(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
-        _write_text_atomic(out / RECIPE_FILE, dump_recipe(recipe))
+        atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
 
     sources = read_sources(recipe.data.train, recipe.data.caption_language)
     val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
@@ -316,7 +316,7 @@ class MetricsLog:
         if enabled and resume_step is not None and path.is_file():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            _write_text_atomic(path, "".join(line + "\n" for line in kept))
+            atomic_write(path, "".join(line + "\n" for line in kept))
             self.write({"event": "resume", "step": resume_step})
 
     def write(self, record: dict[str, Any]) -> None:
@@ -391,8 +391,3 @@ def _to_device(value: torch.Tensor, device: torch.device, dtype: torch.dtype) ->
         return value.to(device=device, dtype=dtype)
     return value.to(device)
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
