@@ -22,6 +22,7 @@ import soundfile as sf
 from modbind.audio.io import load_audio
 from modbind.data.manifest import ManifestEntry
 from modbind.data.shards import iter_shards, pack_shards
+from modbind.plugins import get_registry
 
 
 def make_flacs(folder: Path, clips: int, seconds: float, rate: int) -> list[ManifestEntry]:
@@ -50,13 +51,16 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--source-rate", type=int, default=44100)
-    parser.add_argument("--target-rate", type=int, default=16000)
+    parser.add_argument("--plugin", default="audio_beats", help="Encoder plugin whose packing is measured.")
+    parser.add_argument("--target-rate", type=int, default=16000, help="The plugin's sample_rate option.")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         entries = make_flacs(folder, args.clips, args.seconds, args.source_rate)
-        pack_shards(entries, folder, folder / "shards", sample_rate=args.target_rate, clips_per_shard=32, progress=False)
+        plugin = get_registry().encoder(args.plugin)
+        options = plugin.options({"sample_rate": args.target_rate})
+        pack_shards(entries, folder, folder / "shards", plugin, options, clips_per_shard=32, progress=False)
 
         def raw() -> int:
             for entry in entries:
@@ -64,7 +68,7 @@ def main() -> None:
             return len(entries)
 
         def packed() -> int:
-            return sum(1 for _ in iter_shards(folder / "shards"))
+            return sum(1 for _, packed in iter_shards(folder / "shards") if plugin.unpack_item(packed, options))
 
         raw_rate = clips_per_second(raw, args.repeats)
         packed_rate = clips_per_second(packed, args.repeats)

@@ -156,10 +156,11 @@ def print_profile(step: Callable[[], None], device: torch.device, rows: int = 25
 # ----------------------------------------------------------------------------- the three variants
 
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
-    from modbind.anchor import CaptionCache, load_anchor
+    from modbind import load_anchor
+    from modbind.anchor import CaptionCache
     from modbind.config import AnchorConfig
+    from modbind.model import AlignedEncoder
     from modbind.train.loss import symmetric_info_nce
-    from modbind.train.model import AlignedEncoder
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
@@ -182,6 +183,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
     elif args.variant == "trainer":
         from modbind.config import Recipe
+        from modbind.plugins import get_registry
+        from modbind.recipes import resolve_recipe
         from modbind.train.data import TrainBatch
         from modbind.train.engine import Engine, init_distributed
         from modbind.train.finetune import apply_finetune
@@ -198,7 +201,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         model = AlignedEncoder(plugin.build_encoder(options), anchor.dim, logit_scale=anchor.logit_scale)
         apply_finetune(model, plugin, options, recipe.train)
         engine = Engine(model, recipe.train, 1, 1000)
-        loop = TrainLoop(recipe, plugin, options, engine, cache, device, 0, 1,
+        loop = TrainLoop(resolve_recipe(recipe, get_registry()), engine, cache, device, 0, 1,
                          MetricsLog(Path(args.work) / "m.jsonl", enabled=False), None)
         train_batch = TrainBatch(batch, texts, [str(i) for i in range(args.batch)])
         if device.type == "cuda":
@@ -210,7 +213,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
             engine.step()
 
     else:  # reference
-        from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
+        from modbind.audio.fbank import kaldi_fbank
+        from modbind_audio_beats.frontend import BEATS_FBANK
 
         anchor = load_anchor(anchor_config, device=str(device))
         model = AlignedEncoder(plugin.build_encoder(options), anchor.dim).to(device)

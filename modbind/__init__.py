@@ -6,8 +6,6 @@ first use, so ``modbind --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pluggy
 
 from modbind.lazy import lazy_exports
@@ -18,6 +16,24 @@ hookimpl = pluggy.HookimplMarker("modbind")
 """Decorator for plugin hook implementations (see :mod:`modbind.hookspecs`)."""
 
 _LAZY = {
+    # what a script calls
+    "load": "modbind.api",
+    "load_anchor": "modbind.api",
+    "load_recipe": "modbind.api",
+    "untrained": "modbind.api",
+    "align": "modbind.api",
+    "evaluate": "modbind.api",
+    "Evaluation": "modbind.api",
+    "AlignedModel": "modbind.model.exported",
+    "Recipe": "modbind.config",
+    "AnchorConfig": "modbind.config",
+    "Suite": "modbind.eval.suite",
+    "SuiteTask": "modbind.eval.suite",
+    "TaskResult": "modbind.eval.result",
+    "ManifestEntry": "modbind.data.manifest",
+    "read_manifest": "modbind.data.manifest",
+    "write_manifest": "modbind.data.manifest",
+    # what a plugin implements
     "AnchorProvider": "modbind.contracts",
     "Augmentation": "modbind.contracts",
     "DatasetReader": "modbind.contracts",
@@ -26,6 +42,8 @@ _LAZY = {
     "EncoderPlugin": "modbind.contracts",
     "EvalTask": "modbind.contracts",
     "ModalityEncoder": "modbind.contracts",
+    "PackedItem": "modbind.contracts",
+    # errors
     "ModbindError": "modbind.errors",
     "DataError": "modbind.errors",
     "CheckpointError": "modbind.errors",
@@ -36,11 +54,4 @@ _LAZY = {
 __getattr__ = lazy_exports("modbind", _LAZY)
 
 
-def load(path: Any, **kwargs: Any) -> Any:
-    """Load an exported, aligned model folder (weights + card) for embedding and evaluation."""
-    from modbind.train.export import load_aligned_model
-
-    return load_aligned_model(path, **kwargs)
-
-
-__all__ = ["__version__", "hookimpl", "load", *_LAZY]
+__all__ = ["__version__", "hookimpl", *_LAZY]

@@ -11,7 +11,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -34,6 +34,9 @@ class EncoderOptions(BaseModel):
     """Recompute activations in backward to trade compute for memory."""
     lora_targets: list[str] | None = None
     """Module-name patterns LoRA wraps; None uses the plugin's declared default."""
+
+
+OptionsT = TypeVar("OptionsT", bound=EncoderOptions)
 
 
 @dataclass
@@ -66,12 +69,21 @@ class ModalityEncoder(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
 
 
-class EncoderPlugin(abc.ABC):
+@dataclass(frozen=True)
+class PackedItem:
+    """One decoded item as bytes for a shard, plus the JSON-able facts needed to rebuild it."""
+
+    data: bytes
+    meta: dict[str, Any]
+
+
+class EncoderPlugin(abc.ABC, Generic[OptionsT]):
     """One modality encoder: how to read an item, turn it into features and encode it.
 
     The data path is split so each step runs where it is cheapest:
     ``load_item`` and ``preprocess`` run per item in DataLoader workers (CPU), ``featurize`` and
-    ``augment`` run batched on the training device, then the encoder.
+    ``augment`` run batched on the training device, then the encoder. Every method receives the
+    plugin's own validated options (an instance of :attr:`Options`).
     """
 
     name: ClassVar[str]
@@ -82,53 +94,93 @@ class EncoderPlugin(abc.ABC):
     """The pydantic model of this plugin's options (recipe section ``plugin.options``)."""
     file_extensions: ClassVar[tuple[str, ...]] = ()
     """File endings ``load_item`` reads, e.g. ``(".wav", ".flac")``; used to pick files from a folder."""
+    item_noun: ClassVar[str] = "items"
+    """What the console calls this modality's items, e.g. ``clips`` for audio."""
+    zeroshot_templates: ClassVar[Mapping[str, str]] = {}
+    """Default zero-shot prompt per language code, ``{}`` where the class name goes (e.g. audio:
+    ``{"en": "This is a sound of {}."}``). Languages without one need a template from the user."""
+    default_lora_targets: ClassVar[tuple[str, ...]] = ()
+    """Module-name patterns LoRA wraps by default."""
+    packed_format: ClassVar[str | None] = None
+    """Name of the byte format :meth:`pack_item` writes into shards; None: this plugin cannot pack."""
 
-    def options(self, raw: Mapping[str, Any] | EncoderOptions | None = None) -> EncoderOptions:
+    def options(self, raw: Mapping[str, Any] | EncoderOptions | None = None) -> OptionsT:
         """Validate raw options into this plugin's model, with errors that name the bad field."""
         if isinstance(raw, self.Options):
-            return raw
+            return raw  # type: ignore[return-value]
         try:
-            return self.Options.model_validate(dict(raw or {}))
+            return self.Options.model_validate(dict(raw or {}))  # type: ignore[return-value]
         except ValidationError as err:
             raise ConfigError(describe_validation_error(err, f"plugin.options ({self.name})", self.Options)) from None
 
     @abc.abstractmethod
-    def load_item(self, path: Path, options: EncoderOptions) -> Any:
+    def load_item(self, path: Path, options: OptionsT) -> Any:
         """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot."""
 
+    def as_item(self, value: Any, options: OptionsT, **hints: Any) -> Any:
+        """An in-memory value (array, tensor, ...) as a raw item ``preprocess`` accepts.
+
+        ``hints`` are facts the value does not carry, e.g. ``sample_rate`` for a bare waveform. The default
+        takes the value as it is and accepts no hints.
+        """
+        if hints:
+            raise ConfigError(f"plugin '{self.name}' takes no hints for in-memory items (got {', '.join(hints)})")
+        return value
+
     @abc.abstractmethod
-    def preprocess(
-        self, item: Any, options: EncoderOptions, *, train: bool, generator: torch.Generator | None = None
-    ) -> Batch:
+    def preprocess(self, item: Any, options: OptionsT, *, train: bool,
+                   generator: torch.Generator | None = None) -> Batch:
         """Per-item CPU work (resample, crop, pad) giving fixed-shape tensors that stack into a batch.
 
         ``train`` selects the random training policy (e.g. random truncation) over the deterministic
         evaluation policy. Runs in DataLoader workers, so keep it free of model state.
         """
 
-    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+    def featurize(self, batch: Batch, options: OptionsT) -> Batch:
         """Batched device-side feature extraction (e.g. log-mel fbank). Default: pass through."""
         return batch
 
-    def augment(self, features: Batch, options: EncoderOptions, generator: torch.Generator | None = None) -> Batch:
+    def augment(self, features: Batch, options: OptionsT, generator: torch.Generator | None = None) -> Batch:
         """Train-time augmentation of featurized batches (e.g. SpecAugment). Default: none."""
         return features
 
-    @abc.abstractmethod
-    def build_encoder(self, options: EncoderOptions) -> ModalityEncoder:
-        """The encoder: loaded from ``options.checkpoint`` when set, else freshly initialised."""
+    def eval_policy(self, options: OptionsT) -> str:
+        """In words, what ``preprocess(train=False)`` does; evaluation reports print it."""
+        return f"deterministic: plugin '{self.name}' preprocessing with train=False (no random crops)"
+
+    def build_encoder(self, options: OptionsT) -> ModalityEncoder:
+        """The encoder: from ``options.checkpoint`` when set, else freshly initialised; then configured."""
+        if not isinstance(options, self.Options):  # options validated by another plugin: a caller's bug
+            raise TypeError(f"{self.name}: expected {self.Options.__name__}, got {type(options).__name__}")
+        if options.checkpoint is not None:
+            encoder = self.load_checkpoint(Path(options.checkpoint), options)
+        else:
+            encoder = self.new_encoder(options)
+        encoder.set_gradient_checkpointing(options.gradient_checkpointing)
+        return encoder
 
     @abc.abstractmethod
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> ModalityEncoder:
+    def new_encoder(self, options: OptionsT) -> ModalityEncoder:
+        """A freshly initialised encoder with the architecture ``options`` describe."""
+
+    def load_checkpoint(self, path: Path, options: OptionsT) -> ModalityEncoder:
         """Build the encoder from an official checkpoint file (never unpickling untrusted code)."""
+        raise ConfigError(f"plugin '{self.name}' cannot load checkpoints; remove plugin.options.checkpoint")
 
-    def lora_targets(self, options: EncoderOptions) -> list[str]:
+    def lora_targets(self, options: OptionsT) -> list[str]:
         """Module-name patterns LoRA should wrap (``options.lora_targets`` overrides the default)."""
         if options.lora_targets is not None:
             return list(options.lora_targets)
         return list(self.default_lora_targets)
 
-    default_lora_targets: ClassVar[tuple[str, ...]] = ()
+    def pack_item(self, item: Any, options: OptionsT, *, max_seconds: float | None = None) -> PackedItem:
+        """A decoded item as shard bytes (``modbind data pack``); ``max_seconds`` trims time series."""
+        raise ConfigError(f"plugin '{self.name}' cannot pack {self.modality} items into shards; "
+                          "train from its manifest instead")
+
+    def unpack_item(self, packed: PackedItem, options: OptionsT) -> Any:
+        """The raw item :meth:`pack_item` stored (what ``load_item`` would have returned)."""
+        raise ConfigError(f"plugin '{self.name}' cannot read packed shards; train from a manifest instead")
 
 
 class Augmentation(abc.ABC):
@@ -155,6 +207,10 @@ class AnchorProvider(abc.ABC):
     @abc.abstractmethod
     def load(self, model: str, pretrained: str | None, **kwargs: Any) -> Any:
         """Load the frozen anchor (a :class:`modbind.anchor.Anchor`), offline when weights are on disk."""
+
+    def known_models(self) -> list[str]:
+        """Model names this provider offers, for "did you mean" hints when a name is misspelt."""
+        return []
 
 
 class DatasetReader(abc.ABC):

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from modbind import hookspecs
-from modbind.errors import PluginError, did_you_mean
+from modbind.errors import ConfigError, PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "modbind.plugins"
 CORE_PLUGINS = (
@@ -95,7 +95,9 @@ class Registry:
                 self._collect(source)
 
     def _collect(self, source: PluginSource) -> None:
+        """Call each hook through pluggy for this one plugin, so every contribution records its owner."""
         plugin = self.manager.get_plugin(source.name)
+        others = [p for p in self.manager.get_plugins() if p is not plugin]
         calls = {
             "register_encoders": self.encoders,
             "register_augmentations": self.augmentations,
@@ -104,9 +106,8 @@ class Registry:
             "register_anchors": self.anchors,
         }
         for hook_name, bucket in calls.items():
-            impl = getattr(plugin, hook_name, None)
-            if impl is not None:
-                impl(register=lambda item, b=bucket: b.add(item, source))
+            hook = self.manager.subset_hook_caller(hook_name, remove_plugins=others)
+            hook(register=lambda item, b=bucket: b.add(item, source))
 
     @property
     def failed(self) -> list[PluginSource]:
@@ -125,11 +126,14 @@ class Registry:
             raise err from None
 
     def anchor_provider(self, model: str) -> Any:
+        """The first provider that handles the recipe's ``anchor.model``; the error suggests known names."""
         for provider in self.anchors:
             if provider.handles(model):
                 return provider
         known = ", ".join(p.name for p in self.anchors) or "none"
-        raise PluginError(f"no anchor provider understands '{model}'; installed providers: {known}")
+        names = [name for provider in self.anchors for name in provider.known_models()]
+        raise ConfigError(f"anchor.model: no anchor provider understands '{model}'{did_you_mean(model, names)}; "
+                          f"installed providers: {known}")
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

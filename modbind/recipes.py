@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from modbind.config import Recipe
-from modbind.contracts import describe_validation_error
-from modbind.errors import ConfigError
+from modbind.contracts import AnchorProvider, Augmentation, EncoderOptions, EncoderPlugin, describe_validation_error
+from modbind.errors import ConfigError, ModbindError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modbind.plugins import Registry
 
 
 def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
@@ -98,26 +102,58 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def load_recipe(path: Path | None = None, overrides: Iterable[str] = (), *, resolve_plugin: bool = True) -> Recipe:
+def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
     """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied.
 
-    With ``resolve_plugin`` the plugin's options are validated against the plugin's own options model
-    and filled with its defaults, so ``recipe show`` prints exactly what a run will use.
+    This checks the schema only; :func:`resolve_recipe` then checks everything that depends on the
+    installed plugins, still without building a model.
     """
     data = read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(data, overrides)
     where = str(path) if path is not None else "recipe"
     try:
-        recipe = Recipe.model_validate(data)
+        return Recipe.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, where, Recipe)) from None
-    if resolve_plugin:
-        from modbind.plugins import get_registry
 
-        plugin = get_registry().encoder(recipe.plugin.name)
-        options = plugin.options(recipe.plugin.options)
-        recipe.plugin.options = options.model_dump(mode="json")
-    return recipe
+
+@dataclass(frozen=True)
+class ResolvedRecipe:
+    """A recipe with its plugins looked up and validated: what a run needs, checked before heavy work.
+
+    ``recipe.plugin.options`` is filled with the plugin's defaults, so dumping it shows exactly what a run
+    will use.
+    """
+
+    recipe: Recipe
+    plugin: EncoderPlugin[Any]
+    options: EncoderOptions
+    augmentations: tuple[tuple[Augmentation, dict[str, Any]], ...]
+    anchor_provider: AnchorProvider
+
+
+def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
+    """Look up the recipe's encoder plugin, augmentations and anchor provider in ``registry``.
+
+    Errors name the recipe field: an unknown plugin or augmentation (with the closest name), plugin
+    options its own model rejects, an augmentation made for another modality, an anchor nobody provides.
+    """
+    plugin = registry.encoder(recipe.plugin.name)
+    options = plugin.options(recipe.plugin.options)
+    augmentations = []
+    for index, entry in enumerate(recipe.train.augmentations):
+        try:
+            augmentation = registry.augmentations.get(entry.name)
+        except ModbindError as err:
+            raise ConfigError(f"train.augmentations.{index}.name: {err}") from None
+        if augmentation.modality not in ("*", plugin.modality):
+            raise ConfigError(f"train.augmentations.{index}: '{augmentation.name}' works on {augmentation.modality} "
+                              f"features, but plugin '{plugin.name}' encodes {plugin.modality}")
+        augmentations.append((augmentation, dict(entry.params)))
+    provider = registry.anchor_provider(recipe.anchor.model)
+    filled = recipe.model_copy(deep=True)
+    filled.plugin.options = options.model_dump(mode="json")
+    return ResolvedRecipe(filled, plugin, options, tuple(augmentations), provider)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -36,7 +36,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def anchor(tiny_dir: Path):
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     return load_anchor(AnchorConfig(model=f"local-dir:{tiny_dir}", pretrained=None))
 
@@ -102,7 +102,8 @@ def test_anchor_is_frozen_by_construction(anchor) -> None:
 
 
 def test_fingerprint_catches_a_modified_parameter(tiny_dir: Path) -> None:
-    from modbind.anchor import AnchorChangedError, load_anchor
+    from modbind import load_anchor
+    from modbind.anchor import AnchorChangedError
 
     anchor = load_anchor(AnchorConfig(model=f"local-dir:{tiny_dir}", pretrained=None))
     before = anchor.fingerprint()
@@ -133,18 +134,18 @@ def test_fingerprint_sees_swapped_values() -> None:
 
 
 def test_identity_is_model_tag_and_weights_hash(tiny_dir: Path, anchor, tmp_path: Path) -> None:
-    from modbind.anchor import anchor_identity, build_tiny_openclip
+    from modbind.anchor import OpenClipProvider, anchor_identity, build_tiny_openclip
 
     config = AnchorConfig(model=f"local-dir:{tiny_dir}", pretrained=None)
-    assert anchor_identity(config) == anchor.identity
+    assert anchor_identity(config, OpenClipProvider()) == anchor.identity
     assert anchor.identity.startswith("local-dir:tiny|local|sha256:")
     other = build_tiny_openclip(tmp_path / "tiny", SENTENCES, seed=1)
-    assert anchor_identity(AnchorConfig(model=f"local-dir:{other}")) != anchor.identity
-    assert anchor_identity(config.model_copy(update={"precision": "bf16"})) != anchor.identity
+    assert anchor_identity(AnchorConfig(model=f"local-dir:{other}"), OpenClipProvider()) != anchor.identity
+    assert anchor_identity(config.model_copy(update={"precision": "bf16"}), OpenClipProvider()) != anchor.identity
 
 
 def test_loads_from_a_separate_weights_file_and_from_a_moved_folder(tiny_dir: Path, anchor, tmp_path: Path) -> None:
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     reference = anchor.encode_text(SENTENCES)
     moved = tmp_path / "moved"
@@ -168,7 +169,7 @@ def test_loads_from_a_separate_weights_file_and_from_a_moved_folder(tiny_dir: Pa
 def test_weights_file_of_the_wrong_architecture_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
     from modbind.errors import CheckpointError
 
     bogus = tmp_path / "bogus.safetensors"
@@ -189,7 +190,8 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_default_anchor_offline_without_weights_names_model_tag_place_and_fetch_command(empty_hf_cache: Path) -> None:
-    from modbind.anchor import AnchorWeightsMissing, load_anchor
+    from modbind import load_anchor
+    from modbind.anchor import AnchorWeightsMissing
 
     with pytest.raises(AnchorWeightsMissing) as caught:
         load_anchor(AnchorConfig())
@@ -217,7 +219,8 @@ def test_only_the_missing_pieces_are_reported(empty_hf_cache: Path) -> None:
 
 
 def test_hf_hub_model_missing_offline_is_a_clear_error(empty_hf_cache: Path) -> None:
-    from modbind.anchor import AnchorWeightsMissing, load_anchor
+    from modbind import load_anchor
+    from modbind.anchor import AnchorWeightsMissing
 
     with pytest.raises(AnchorWeightsMissing, match="hf download org/some-clip open_clip_config.json"):
         load_anchor(AnchorConfig(model="hf-hub:org/some-clip"))
@@ -237,7 +240,7 @@ def test_cli_reports_missing_weights_in_one_line_without_traceback(empty_hf_cach
 
 
 def test_unknown_model_and_tag_suggest_the_right_spelling() -> None:
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     with pytest.raises(ConfigError, match="did you mean 'xlm-roberta-base-ViT-B-32'"):
         load_anchor(AnchorConfig(model="xlm-roberta-base-ViT-B32"))
@@ -282,7 +285,7 @@ def _text_files(tiny_dir: Path) -> dict[str, Path | str]:
 def test_hf_hub_model_loads_from_the_hf_cache(tiny_dir: Path, anchor, empty_hf_cache: Path) -> None:
     import json
 
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     _fake_hub_repo(empty_hf_cache, "fake-org/tiny-text", _text_files(tiny_dir))
     config = json.loads((tiny_dir / "open_clip_config.json").read_text())
@@ -304,7 +307,7 @@ def test_open_clip_name_with_a_weights_file_and_text_tower_from_the_hf_cache(
 
     import open_clip
 
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     _fake_hub_repo(empty_hf_cache, "fake-org/tiny-text-2", _text_files(tiny_dir))
     model_cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]

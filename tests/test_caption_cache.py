@@ -39,7 +39,7 @@ def anchor_config(tmp_path_factory: pytest.TempPathFactory) -> AnchorConfig:
 
 @pytest.fixture(scope="module")
 def anchor(anchor_config: AnchorConfig):
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     return load_anchor(anchor_config)
 

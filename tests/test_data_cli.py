@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from modbind.cli.main import cli
 from modbind.data.filter import CaptionConsistencyScorer, keep_count, score_manifest, select_pairs
 from modbind.data.manifest import ManifestEntry, read_manifest, write_manifest
 from modbind.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def invoke(*args: str):
@@ -219,12 +223,14 @@ def test_pack_cli_writes_shards(tmp_path, shared_dir):
     tree = build_wavcaps(tmp_path, shared_dir)
     manifest = tmp_path / "wc.jsonl"
     assert invoke("data", "prepare", "wavcaps", "--root", tree.root, "--out", manifest, "--no-progress").exit_code == 0
-    result = invoke("data", "pack", manifest, "--out", tmp_path / "shards", "--sample-rate", 16000,
-                    "--clips-per-shard", 3, "--no-progress")
+    result = invoke("data", "pack", manifest, "--out", tmp_path / "shards", "--recipe", REPO / "recipes/htsat_basic.yaml",
+                    "--set", "plugin.options.sample_rate=48000", "--clips-per-shard", 3, "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "7 clips in 3 shards at 16000 Hz" in result.output
+    assert "7 clips in 3 shards (pcm16, plugin audio_htsat)" in result.output
+    header = json.loads(tarfile.open(tmp_path / "shards" / "shard-000000.tar").extractfile("0000000000.json").read())
+    assert header["meta"]["sample_rate"] == 48000  # the recipe's rate, with its override: one source of truth
     result = CliRunner().invoke(cli, ["data", "pack", str(manifest), "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "--sample-rate or --plugin" in result.output
+    assert result.exit_code == 2 and "--recipe FILE" in result.output
 
 
 @pytest.mark.slow
@@ -235,7 +241,6 @@ def test_filter_cli_with_an_exported_model(tmp_path, shared_dir):
     import modbind
     from modbind.anchor import build_tiny_openclip
     from modbind.config import AnchorConfig
-    from modbind.train.export import build_aligned_model
 
     tree = build_wavcaps(tmp_path, shared_dir)
     manifest = tmp_path / "wc.jsonl"
@@ -244,7 +249,7 @@ def test_filter_cli_with_an_exported_model(tmp_path, shared_dir):
     texts = [c for e in entries for c in e.captions["en"]]
     anchor_dir = build_tiny_openclip(tmp_path / "anchor", texts, embed_dim=16, text_layers=1, vision_layers=1)
     anchor = AnchorConfig(model=f"local-dir:{anchor_dir}", pretrained=None)
-    build_aligned_model("audio_htsat", {"architecture": "tiny", "clip_seconds": 1.0}, anchor).save(tmp_path / "model")
+    modbind.untrained("audio_htsat", {"architecture": "tiny", "clip_seconds": 1.0}, anchor).save(tmp_path / "model")
 
     out = tmp_path / "wc.f03.jsonl"
     result = invoke("data", "filter", manifest, "--drop", 0.3, "--scorer", tmp_path / "model", "--out", out,

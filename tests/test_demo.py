@@ -72,11 +72,13 @@ class OracleModel:
 
     def __init__(self, oracle: ConceptOracle, concepts_of: dict[Path, list[str]], scramble: bool = False):
         self.anchor = oracle
-        self.plugin = SimpleNamespace(name="oracle", modality="audio", load_item=lambda path, options: Path(path))
+        self.plugin = SimpleNamespace(name="oracle", modality="audio", item_noun="clips", zeroshot_templates={},
+                                      load_item=lambda path, options: Path(path), eval_policy=lambda options: "oracle")
+        self.encode_text = oracle.encode_text
         self.concepts_of = concepts_of
         self.scramble = scramble
 
-    def encode(self, items, batch_size: int = 32):
+    def encode(self, items, batch_size: int = 32, progress: bool = False):
         rows = [self.anchor.vector(self.concepts_of[p]) for p in items]
         if self.scramble:
             rows = rows[1:] + rows[:1]
@@ -116,7 +118,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_demo_anchor_learns_every_language_and_is_cached_and_deterministic(tiny_world, tmp_path: Path) -> None:
-    from modbind.anchor import load_anchor
+    from modbind import load_anchor
 
     recipe = AnchorRecipe(steps=150, batch_size=16, warmup_steps=10)
     anchor = build_demo_anchor(tiny_world, recipe, cache_dir=tmp_path / "a", progress=False)

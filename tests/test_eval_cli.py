@@ -25,7 +25,7 @@ def build_tiny_model(root: Path) -> dict[str, Path]:
     """Generated clips + pictures + manifest, a tiny anchor and an untrained tiny BEATs model, saved."""
     from modbind.anchor import build_tiny_openclip
     from modbind.config import AnchorConfig
-    from modbind.train.export import build_aligned_model
+    import modbind
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "audio").mkdir(exist_ok=True)
@@ -59,7 +59,7 @@ def build_tiny_model(root: Path) -> dict[str, Path]:
     anchor_dir = build_tiny_openclip(root / "anchor", texts + prompts, embed_dim=16, vocab_size=128, text_layers=1,
                                      vision_layers=1, image_size=16)
     anchor = f"local-dir:{anchor_dir}"
-    model = build_aligned_model("audio_beats", {"size": "tiny", "clip_seconds": 1.0},
+    model = modbind.untrained("audio_beats", {"size": "tiny", "clip_seconds": 1.0},
                                 AnchorConfig(model=anchor, pretrained=None))
     model.save(root / "model")
     return {"root": root, "manifest": root / "test.jsonl", "model": root / "model", "anchor": Path(anchor_dir),
@@ -122,7 +122,7 @@ def test_zeroshot_and_emergent_through_a_suite(tiny, tmp_path):
     report, md, output = run_eval(tiny, out, str(tiny["model"]), "--suite", str(suite))
     zeroshot, emergent, baseline = report["tasks"]
     en, pt = zeroshot["rows"]
-    assert en["classes"] == 3 and en["clips"] == 7 and set(en["per fold"]) == {"1", "2"}
+    assert en["classes"] == 3 and en["items"] == 7 and set(en["per fold"]) == {"1", "2"}
     assert en["top-1 (mean of folds)"] == pytest.approx(np.mean([f["top-1"] for f in en["per fold"].values()]))
     assert zeroshot["protocol"]["templates"] == {"en": ["This is a sound of {}."], "pt": ["Este é um som de {}."]}
     assert zeroshot["protocol"]["class_names"]["pt"] == ["pássaro", "gato", "cão"]

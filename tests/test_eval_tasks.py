@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from modbind.audio.prompts import SOUND_TEMPLATES
 from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.errors import ConfigError, DataError
 from modbind.eval.context import EvalContext
@@ -27,6 +28,7 @@ from modbind.eval.multilingual import AnchorBaselineTask, MultilingualTask
 from modbind.eval.retrieval import RetrievalTask
 from modbind.eval.suite import evaluate_model, load_suite, run_suite
 from modbind.eval.zeroshot import ZeroShotTask
+from modbind.plugins import get_registry
 
 DIM = 16
 VOCAB = {"clip0": 0, "clip1": 1, "clip2": 2, "clip3": 3, "dog": 4, "cão": 4, "cat": 5, "gato": 5, "bird": 6}
@@ -59,6 +61,11 @@ class NpyPlugin:
     name = "npy_vectors"
     modality = "audio"
     file_extensions = (".npy",)
+    item_noun = "vectors"
+    zeroshot_templates = SOUND_TEMPLATES
+
+    def eval_policy(self, options: Any) -> str:
+        return "vectors as stored"
 
     def load_item(self, path: Path, options: Any) -> np.ndarray:
         return np.load(path, allow_pickle=False)
@@ -143,7 +150,7 @@ def test_retrieval_rows_exclusions_and_protocol(tmp_path, captioned):
     unreadable = next(e for e in result.exclusions if e.reason == "unreadable_item")
     assert "broken.npy" in unreadable.message
     assert result.protocol["captions_per_language"]["en"] == {"items": 3, "captions": 6, "min": 2, "max": 2, "mean": 2.0}
-    assert "first 10 s window" in result.protocol["crop_policy"]
+    assert result.protocol["crop_policy"] == "vectors as stored"  # the plugin's own words
     assert result.ranks["en audio→text"] == [0, 0, 0]
 
 
@@ -183,7 +190,7 @@ def test_zero_shot_per_fold_templates_and_missing_class_names(tmp_path, labelled
     assert en["top-1 (mean of folds)"] == pytest.approx((200 / 3 + 100) / 2)
     assert en["chance top-1"] == pytest.approx(100 / 3)
     # 'bird' has no Portuguese name: that class and its clip leave the pt row only.
-    assert pt["classes"] == 2 and pt["clips"] == 4 and pt["top-1"] == pytest.approx(75.0)
+    assert pt["classes"] == 2 and pt["items"] == 4 and pt["top-1"] == pytest.approx(75.0)
     assert result.excluded_counts() == {"several_labels": 1, "no_label": 1, "class_names_missing [pt]": 1}
     missing = next(e for e in result.exclusions if e.reason == "class_names_missing")
     assert "bird" in missing.message and missing.scope == "pt"
@@ -307,7 +314,7 @@ def test_suite_resolves_paths_and_rejects_unknown_keys(tmp_path, captioned, monk
     suite = tmp_path / "suite.yaml"
     suite.write_text("tasks:\n  - task: retrieval\n    data: data/test.jsonl\n    name: mine\n"
                      "  - task: retrieval\n    data: data/test.jsonl\n    languages: [pt]\n", encoding="utf-8")
-    results = run_suite(Embedder(VectorModel(VocabAnchor()), progress=False), load_suite(suite))
+    results = run_suite(Embedder(VectorModel(VocabAnchor()), progress=False), load_suite(suite), get_registry().eval_tasks)
     assert [r.label for r in results] == ["mine", "retrieval: test.jsonl"]
     assert {r["language"] for r in results[1].rows} == {"pt"}
     suite.write_text("tasks:\n  - task: retrieval\n    dta: x.jsonl\n", encoding="utf-8")
@@ -320,7 +327,8 @@ def test_evaluate_model_writes_a_report_for_an_in_memory_model(tmp_path, caption
     write_manifest(captioned, tmp_path / "test.jsonl")
     suite = tmp_path / "suite.yaml"
     suite.write_text("languages: [en]\ntasks:\n  - {task: retrieval, data: test.jsonl}\n", encoding="utf-8")
-    written = evaluate_model(VectorModel(VocabAnchor()), suite, tmp_path / "out", progress=False)
+    written = evaluate_model(VectorModel(VocabAnchor()), suite, tmp_path / "out", get_registry().eval_tasks,
+                             progress=False)
     report = json.loads(written["json"].read_text(encoding="utf-8"))
     assert report["settings"]["suite"] == str(suite) and report["model"]["card"]["plugin"] == "npy_vectors"
     assert [r["R@1"] for r in report["tasks"][0]["rows"]] == [100.0, 100.0]

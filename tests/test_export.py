@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from modbind.config import AnchorConfig, TrainConfig
 from modbind.errors import CheckpointError
-from modbind.train.export import AlignedModel, build_aligned_model, load_aligned_model, make_card
+import modbind
+from modbind.model import AlignedModel, make_card
 from train_world import build_separating_anchor, captions, write_imu_world
 
 TESTS = Path(__file__).resolve().parent
@@ -37,19 +38,19 @@ def item_paths(world: dict[str, Path]) -> list[Path]:
 
 
 def test_untrained_model_embeds_items_and_text_in_the_anchor_space(world, imu_plugin) -> None:
-    model = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world), seed=3)
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=3)
     embeddings = model.encode(item_paths(world), batch_size=5)
     assert embeddings.shape == (12, 32)
     torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(12))
     assert model.encode_text(["dog cat bird"]).shape == (1, 32)
     assert model.card["plugin"] == "imu_conv" and model.card["metrics"] == {"trained": False}
     assert model.card["anchor_identity"] == model.anchor.identity
-    again = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world), seed=3)
+    again = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=3)
     torch.testing.assert_close(again.encode(item_paths(world)), embeddings)  # the seed fixes the control
 
 
 def test_reloaded_in_a_fresh_process_gives_identical_embeddings(world, imu_plugin, tmp_path) -> None:
-    model = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world), seed=1)
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=1)
     out = model.save(tmp_path / "export")
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "card.json"}
     expected = model.encode(item_paths(world))
@@ -73,7 +74,7 @@ def test_reloaded_in_a_fresh_process_gives_identical_embeddings(world, imu_plugi
 def test_lora_adapters_are_merged_into_plain_weights_on_export(world, imu_plugin, tmp_path) -> None:
     from modbind.train.finetune import apply_finetune
 
-    base = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world))
+    base = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world))
     plain_keys = set(base.model.state_dict())
     train = TrainConfig(finetune="lora", lora={"r": 2, "alpha": 4, "dropout": 0.0})
     apply_finetune(base.model, base.plugin, base.options, train)
@@ -84,27 +85,27 @@ def test_lora_adapters_are_merged_into_plain_weights_on_export(world, imu_plugin
     with_adapters = base.encode(item_paths(world))
     base.save(tmp_path / "lora_export")
     assert set(load_file(str(tmp_path / "lora_export" / "model.safetensors"))) == plain_keys
-    reloaded = load_aligned_model(tmp_path / "lora_export")
+    reloaded = modbind.load(tmp_path / "lora_export")
     torch.testing.assert_close(reloaded.encode(item_paths(world)), with_adapters, rtol=1e-4, atol=1e-5)
     assert any("lora_" in n for n, _ in base.model.named_parameters())  # the live model keeps its adapters
 
 
 def test_bad_exports_fail_with_a_clear_message(world, imu_plugin, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not an exported modbind model"):
-        load_aligned_model(tmp_path)
-    model = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world))
+        modbind.load(tmp_path)
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world))
     out = model.save(tmp_path / "export")
     card = json.loads((out / "card.json").read_text())
     (out / "card.json").write_text(json.dumps({**card, "plugin_options": {"window": 32, "width": 16}}))
     with pytest.raises(CheckpointError, match="does not fit plugin 'imu_conv'"):
-        load_aligned_model(out)
+        modbind.load(out)
     (out / "card.json").write_text(json.dumps({**card, "anchor_identity": "some-other-anchor"}))
     with pytest.raises(CheckpointError, match="was aligned to 'some-other-anchor'"):
-        _ = load_aligned_model(out).anchor
+        _ = modbind.load(out).anchor
 
 
 def test_card_records_what_rebuilds_the_model(world, imu_plugin) -> None:
-    model = build_aligned_model("imu_conv", {"window": 32}, anchor_config(world))
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world))
     card = make_card(model.plugin, model.options, anchor_config(world), "id", model.model,
                      recipe={"train": {"batch_size": 8}}, metrics={"final_loss": 0.5})
     assert card["plugin_options"]["window"] == 32 and card["dim"] == 32 and card["width"] == 32

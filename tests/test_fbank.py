@@ -9,7 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modbind.audio.fbank import AUDIOMAE_FBANK, BEATS_FBANK, FbankParams, frame_padding_mask, kaldi_fbank
+from modbind.audio.fbank import FbankParams, frame_padding_mask, kaldi_fbank
+from modbind_audio_beats.frontend import BEATS_FBANK
+from modbind_audio_mae.frontend import AUDIOMAE_FBANK
 
 # README of shared/conformance/kaldi_fbank: an independent re-implementation should expect about 5e-3 abs on
 # the raw log-mel and 5e-4 after normalisation.
@@ -104,7 +106,7 @@ def test_frame_geometry_and_bad_parameters():
     with pytest.raises(ValueError, match="window_type"):
         kaldi_fbank(torch.zeros(1, 1000), params=FbankParams(window_type="triangle"))
     with pytest.raises(ValueError, match="padding_mask shape"):
-        kaldi_fbank(torch.zeros(2, 1000), padding_mask=torch.zeros(2, 999, dtype=torch.bool))
+        kaldi_fbank(torch.zeros(2, 1000), params=BEATS_FBANK, padding_mask=torch.zeros(2, 999, dtype=torch.bool))
 
 
 @pytest.mark.gpu

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from modbind.train.engine import free_port
 from modbind.train.loss import gather_keep_local_grad, symmetric_info_nce
-from modbind.train.model import MAX_LOGIT_SCALE
+from modbind.model.aligned import MAX_LOGIT_SCALE
 
 
 def _pairs(n: int, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,6 @@ def test_tiny_align_run_trains_and_exports(tmp_path: Path, plugin_name: str) -> 
 
     import modbind
     from modbind.config import Recipe
-    from modbind.train.trainer import run_alignment
 
     texts = train_world.captions(8)
     anchor = train_world.build_separating_anchor(tmp_path / "anchor", texts)
@@ -38,7 +37,7 @@ def test_tiny_align_run_trains_and_exports(tmp_path: Path, plugin_name: str) -> 
     raw = train_world.imu_recipe(anchor, manifest, tmp_path / "run", batch_size=4, max_steps=3)
     raw["plugin"] = {"name": plugin_name, "options": TINY_PLUGINS[plugin_name]}
 
-    result = run_alignment(Recipe.model_validate(raw), progress=False)
+    result = modbind.align(Recipe.model_validate(raw), progress=False)
 
     assert result.steps == 3 and all(torch.isfinite(torch.tensor(result.history)))
     embeddings = modbind.load(result.export_dir).encode([tmp_path / "audio" / "clip0.wav"])

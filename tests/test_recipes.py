@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from modbind.cli.main import cli
 from modbind.config import Recipe
 from modbind.errors import ConfigError
-from modbind.recipes import apply_overrides, load_recipe
+from modbind.plugins import get_registry
+from modbind.recipes import apply_overrides, load_recipe, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,11 +46,11 @@ def test_overrides_index_into_lists_without_touching_the_original():
 
 
 def test_plugin_options_are_validated_and_filled_by_the_plugin(imu_plugin):
-    recipe = load_recipe(None, ["plugin.name=imu_conv", "plugin.options.window=64"])
+    recipe = resolve_recipe(load_recipe(None, ["plugin.name=imu_conv", "plugin.options.window=64"]), get_registry()).recipe
     assert recipe.plugin.options["window"] == 64
     assert recipe.plugin.options["channels"] == 6  # the plugin's default, filled in
     with pytest.raises(ConfigError, match=r"plugin.options \(imu_conv\): unknown key 'windw' \(did you mean 'window'\?\)"):
-        load_recipe(None, ["plugin.name=imu_conv", "plugin.options.windw=64"])
+        resolve_recipe(load_recipe(None, ["plugin.name=imu_conv", "plugin.options.windw=64"]), get_registry())
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_bad_recipes_fail_with_one_clear_message(tmp_path, content, overrides, m
     path = tmp_path / "recipe.yaml"
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
-        load_recipe(path, overrides, resolve_plugin=False)
+        load_recipe(path, overrides)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ import torch
 from modbind.config import Recipe, TrainConfig
 from modbind.errors import ConfigError, DataError
 from modbind.train.engine import deepspeed_config
-from modbind.train.trainer import StepReport, run_alignment
+import modbind
+from modbind.train.trainer import StepReport
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,7 +53,7 @@ def test_deepspeed_config_carries_the_recipe() -> None:
 
 def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
     recipe = recipe_for(world, "converge", max_steps=240)
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     chance = math.log(16)
     assert result.steps == 240
     assert np.mean(result.history[:5]) > 0.8 * chance
@@ -75,7 +76,7 @@ class Crash(RuntimeError):
 
 def test_resume_after_a_crash_mid_epoch_continues_exactly(world, imu_plugin) -> None:
     """4 steps per epoch: checkpoint at step 6 (mid-epoch 1), crash after step 7, resume → steps 7..10 match."""
-    straight = run_alignment(recipe_for(world, "straight", max_steps=10), progress=False)
+    straight = modbind.align(recipe_for(world, "straight", max_steps=10), progress=False)
 
     def crash_after_7(report: StepReport) -> None:
         if report.step == 7:
@@ -83,10 +84,10 @@ def test_resume_after_a_crash_mid_epoch_continues_exactly(world, imu_plugin) -> 
 
     recipe = recipe_for(world, "crashy", max_steps=10, checkpoint_every=6)
     with pytest.raises(Crash):
-        run_alignment(recipe, progress=False, on_step=crash_after_7)
+        modbind.align(recipe, progress=False, on_step=crash_after_7)
     with pytest.raises(ConfigError, match="--resume"):
-        run_alignment(recipe, progress=False)
-    resumed = run_alignment(recipe, resume=True, progress=False)
+        modbind.align(recipe, progress=False)
+    resumed = modbind.align(recipe, resume=True, progress=False)
     assert len(resumed.history) == 4
     np.testing.assert_allclose(resumed.history, straight.history[6:], rtol=1e-4, atol=1e-5)
     logged = [r["step"] for r in metrics(recipe.output.dir) if "loss" in r]
@@ -95,8 +96,8 @@ def test_resume_after_a_crash_mid_epoch_continues_exactly(world, imu_plugin) -> 
 
 def test_lora_trains_only_adapters_head_and_temperature(world, imu_plugin) -> None:
     from modbind.plugins import get_registry
+    from modbind.model import AlignedEncoder
     from modbind.train.finetune import apply_finetune
-    from modbind.train.model import AlignedEncoder
 
     recipe = recipe_for(world, "lora", max_steps=6, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0})
     plugin = get_registry().encoder("imu_conv")
@@ -112,11 +113,10 @@ def test_lora_trains_only_adapters_head_and_temperature(world, imu_plugin) -> No
     trainable = {n for n, p in reference.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("head.") or n == "log_logit_scale" for n in trainable)
 
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     assert [r for r in metrics(result.out_dir) if r.get("event") == "start"][0]["trainable_parameters"] == summary.trainable
-    from modbind.train.export import load_aligned_model
 
-    exported = load_aligned_model(result.export_dir).encoder.state_dict()
+    exported = modbind.load(result.export_dir).encoder.state_dict()
     # frozen base weights: the exported (LoRA-merged) conv differs from the initial one only by B·A,
     # and every weight LoRA does not touch (biases) is bit-identical
     for name, value in before.items():
@@ -132,7 +132,7 @@ def test_unreadable_items_are_counted_per_epoch_and_stop_the_run_past_the_limit(
         (tmp_path / "imu" / f"imu{i}.npy").write_bytes(b"corrupt")
     settings = imu_recipe(world["anchor"], manifest, tmp_path / "tolerant", max_steps=4)
     settings["data"]["max_skip_fraction"] = 0.1
-    result = run_alignment(Recipe.model_validate(settings), progress=False)
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
     [epoch] = [r for r in metrics(result.out_dir) if r.get("event") == "epoch_end"]
     assert (epoch["seen"], epoch["skipped"]) == (64, 4) and "imu" in epoch["skipped_examples"][0]
     assert result.skipped == 4
@@ -140,21 +140,21 @@ def test_unreadable_items_are_counted_per_epoch_and_stop_the_run_past_the_limit(
     settings = imu_recipe(world["anchor"], manifest, tmp_path / "strict", max_steps=4)
     settings["data"]["max_skip_fraction"] = 0.02
     with pytest.raises(DataError, match=r"could not be read, more than data.max_skip_fraction=0.02"):
-        run_alignment(Recipe.model_validate(settings), progress=False)
+        modbind.align(Recipe.model_validate(settings), progress=False)
 
 
 def test_resume_refuses_a_changed_recipe(world, imu_plugin) -> None:
     recipe = recipe_for(world, "changed", max_steps=2)
-    run_alignment(recipe, progress=False)
+    modbind.align(recipe, progress=False)
     changed = recipe_for(world, "changed", max_steps=2, batch_size=8)
     with pytest.raises(ConfigError, match=r"differs from .*recipe.yaml in train.batch_size"):
-        run_alignment(changed, resume=True, progress=False)
+        modbind.align(changed, resume=True, progress=False)
 
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_stages_follow_the_same_trajectory_as_stage_0(world, imu_plugin, stage) -> None:
-    plain = run_alignment(recipe_for(world, f"zero0-{stage}", max_steps=4), progress=False)
-    sharded = run_alignment(recipe_for(world, f"zero{stage}", max_steps=4, zero_stage=stage), progress=False)
+    plain = modbind.align(recipe_for(world, f"zero0-{stage}", max_steps=4), progress=False)
+    sharded = modbind.align(recipe_for(world, f"zero{stage}", max_steps=4, zero_stage=stage), progress=False)
     np.testing.assert_allclose(sharded.history, plain.history, rtol=1e-4, atol=1e-5)
 
 
@@ -172,7 +172,7 @@ def test_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(world, imu_plug
 
     monkeypatch.setattr(torch.nn.Linear, "forward", recording_forward)
     recipe = recipe_for(world, f"bf16-zero{stage}", max_steps=60, precision="bf16", zero_stage=stage)
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     assert output_dtypes == {torch.bfloat16}
     assert np.mean(result.history[-10:]) < 0.6 * np.mean(result.history[:5]), result.history
     weights = load_file(str(result.export_dir / "model.safetensors"))
@@ -184,9 +184,9 @@ def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plug
 
     from torch._dynamo.utils import counters
 
-    plain = run_alignment(recipe_for(world, "not-compiled", max_steps=4), progress=False)
+    plain = modbind.align(recipe_for(world, "not-compiled", max_steps=4), progress=False)
     counters.clear()
-    compiled = run_alignment(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager"),
+    compiled = modbind.align(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager"),
                              progress=False)
     assert counters["stats"]["unique_graphs"] > 0  # dynamo really captured the model's forward
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 import modbind
 from modbind.cli.main import cli
 from modbind.recipes import load_recipe
-from modbind.train.trainer import run_alignment
 from train_world import build_separating_anchor, captions, write_audio_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +65,7 @@ def test_align_cli_trains_tiny_beats_and_exports_a_loadable_model(tmp_path: Path
 def test_warm_cache_never_runs_the_text_tower_lora_with_checkpointing(tmp_path: Path, monkeypatch) -> None:
     recipe_file = beats_recipe(tmp_path)
     cold = load_recipe(recipe_file, [f"output.dir={tmp_path / 'cold'}", "train.max_steps=1"])
-    run_alignment(cold, progress=False)
+    modbind.align(cold, progress=False)
 
     from modbind.anchor.anchor import Anchor
 
@@ -76,7 +75,7 @@ def test_warm_cache_never_runs_the_text_tower_lora_with_checkpointing(tmp_path: 
     monkeypatch.setattr(Anchor, "encode_text", no_text_tower)
     warm = load_recipe(recipe_file, [f"output.dir={tmp_path / 'warm'}", "train.finetune=lora",
                                      "plugin.options.gradient_checkpointing=true", "train.max_steps=2"])
-    result = run_alignment(warm, progress=False)
+    result = modbind.align(warm, progress=False)
     assert result.steps == 2 and np.isfinite(result.history).all()
     start = json.loads((tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["trainable_parameters"] < start["total_parameters"] / 2
@@ -87,7 +86,7 @@ def test_align_on_cuda_in_bf16_exports_a_model_that_embeds_on_the_cpu(tmp_path: 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     recipe = load_recipe(beats_recipe(tmp_path), [f"output.dir={tmp_path / 'run'}", "train.precision=bf16"])
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     assert result.steps == 3 and np.isfinite(result.history).all()
     start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["device"].startswith("cuda") and start["precision"] == "bf16"

@@ -123,10 +123,10 @@ def test_packed_shards_give_the_same_clips_as_the_files(tmp_path: Path) -> None:
     from train_world import captions, write_audio_world
 
     manifest = write_audio_world(tmp_path / "audio", captions(5), seconds=0.5)
-    pack_shards(read_manifest(manifest), manifest.parent, tmp_path / "shards", sample_rate=16000,
-                clips_per_shard=2, progress=False)
     plugin = get_registry().encoder("audio_beats")
     options = plugin.options({"size": "tiny", "clip_seconds": 0.5, "random_truncation": False})
+    pack_shards(read_manifest(manifest), manifest.parent, tmp_path / "shards", plugin, options, clips_per_shard=2,
+                progress=False)
     [packed] = read_sources([DataSource(manifest=tmp_path / "shards")], "en")
     [files] = read_sources([DataSource(manifest=manifest)], "en")
     assert sorted(e.id for e in packed.examples) == sorted(e.id for e in files.examples)
@@ -137,6 +137,22 @@ def test_packed_shards_give_the_same_clips_as_the_files(tmp_path: Path) -> None:
         sample = from_shards[i]
         torch.testing.assert_close(sample["inputs"]["waveform"], by_id[sample["id"]]["inputs"]["waveform"],
                                    atol=1e-4, rtol=0)  # int16 rounding
+
+
+def test_shards_packed_for_another_format_are_refused(tmp_path: Path, imu) -> None:
+    from modbind.data.manifest import read_manifest
+    from modbind.data.shards import pack_shards
+    from modbind.plugins import get_registry
+    from train_world import captions, write_audio_world
+
+    manifest = write_audio_world(tmp_path / "audio", captions(3), seconds=0.5)
+    beats = get_registry().encoder("audio_beats")
+    pack_shards(read_manifest(manifest), manifest.parent, tmp_path / "shards", beats, beats.options({"size": "tiny"}),
+                progress=False)
+    imu_plugin = get_registry().encoder("imu_conv")
+    sources = read_sources([DataSource(manifest=tmp_path / "shards")], "en")
+    with pytest.raises(ConfigError, match=r"packed as 'pcm16', but plugin 'imu_conv' reads no shards"):
+        AlignmentDataset(sources, imu_plugin, imu_plugin.options({}), seed=0)
 
 
 @pytest.mark.gpu

@@ -14,7 +14,7 @@ import yaml
 
 from modbind.config import Recipe
 from modbind.train.engine import free_port
-from modbind.train.trainer import run_alignment
+import modbind
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
 
@@ -46,7 +46,7 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(tmp_path: P
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = run_alignment(Recipe.model_validate({**settings, "output": {"dir": str(tmp_path / "one")}}),
+        single = modbind.align(Recipe.model_validate({**settings, "output": {"dir": str(tmp_path / "one")}}),
                                progress=False)
     finally:
         torch.set_num_threads(before)

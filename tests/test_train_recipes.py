@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modbind.plugins import get_registry
-from modbind.recipes import load_recipe
+from modbind.recipes import load_recipe, resolve_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*_*.yaml"))
 TRAINING_RECIPES = [p for p in RECIPES if p.stem.split("_")[-1] in {"basic", "expanded", "lora"}]
@@ -21,9 +21,9 @@ def test_every_plugin_has_basic_expanded_and_lora_recipes() -> None:
 
 @pytest.mark.parametrize("path", TRAINING_RECIPES, ids=lambda p: p.stem)
 def test_recipe_validates_with_the_paper_values(path: Path) -> None:
-    recipe = load_recipe(path, resolve_plugin=False)
+    recipe = load_recipe(path)
     if recipe.plugin.name in get_registry().encoders:
-        recipe = load_recipe(path)  # the plugin's own options model accepts the plugin section too
+        recipe = resolve_recipe(recipe, get_registry()).recipe  # the plugin's own options model accepts it too
     setting = path.stem.split("_")[-1]
     assert recipe.train.batch_size == (110 if setting == "expanded" else 64)
     assert recipe.train.finetune == ("lora" if setting == "lora" else "full")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modbind.config import Recipe
-from modbind.train.trainer import run_alignment
+import modbind
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,7 +39,7 @@ def recipe_with_val(world: dict[str, Path], name: str, val: Path, **train: Any) 
 def test_val_loss_is_logged_after_each_epoch_and_at_the_end(world, imu_plugin) -> None:
     # 32 items / batch 16 = 2 steps per epoch; 5 steps = 2 full epochs + 1 step of a third
     recipe = Recipe.model_validate(recipe_with_val(world, "val", world["val"], max_steps=5))
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     records = metrics(result.out_dir)
     vals = [r for r in records if r.get("event") == "val"]
     assert [r["step"] for r in vals] == [2, 4, 5]
@@ -49,11 +49,11 @@ def test_val_loss_is_logged_after_each_epoch_and_at_the_end(world, imu_plugin) -
     # validation is deterministic (eval crops, no augmentation): changes come from training only
     untrained = Recipe.model_validate(recipe_with_val(world, "val_lr0", world["val"], max_steps=4,
                                                       optimizer={"lr": 1e-12, "min_lr": 0.0}))
-    frozen = [r["val_loss"] for r in metrics(run_alignment(untrained, progress=False).out_dir)
+    frozen = [r["val_loss"] for r in metrics(modbind.align(untrained, progress=False).out_dir)
               if r.get("event") == "val"]
     assert len(frozen) == 2 and frozen[0] == pytest.approx(frozen[1], rel=1e-5)
     # and validation does not change the training trajectory
-    plain = run_alignment(Recipe.model_validate(imu_recipe(world["anchor"], world["train"],
+    plain = modbind.align(Recipe.model_validate(imu_recipe(world["anchor"], world["train"],
                                                            world["root"] / "no_val", max_steps=5)), progress=False)
     assert plain.history == pytest.approx(result.history, rel=1e-5)
     assert not [r for r in metrics(plain.out_dir) if r.get("event") == "val"]
@@ -63,7 +63,7 @@ def test_unreadable_val_items_are_skipped_and_counted(world, imu_plugin, tmp_pat
     val = write_imu_world(tmp_path / "val", captions(48)[32:], seed=1)
     (tmp_path / "val" / "imu3.npy").write_bytes(b"corrupt")
     recipe = Recipe.model_validate(recipe_with_val(world, "val_corrupt", val, max_steps=2))
-    result = run_alignment(recipe, progress=False)
+    result = modbind.align(recipe, progress=False)
     [record] = [r for r in metrics(result.out_dir) if r.get("event") == "val"]
     assert (record["val_items"], record["val_skipped"]) == (15, 1)
     assert math.isfinite(record["val_loss"])
@@ -74,7 +74,7 @@ def test_eval_suite_runs_on_the_export(world, imu_plugin, tmp_path) -> None:
     suite.write_text(f"tasks:\n  - task: retrieval\n    data: {world['val']}\n    languages: [en]\n    name: imu-val\n")
     settings = imu_recipe(world["anchor"], world["train"], world["root"] / "evaluated", max_steps=2)
     settings["eval"] = {"suite": str(suite)}
-    result = run_alignment(Recipe.model_validate(settings), progress=False)
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
     report_file = result.out_dir / "eval" / "report.json"
     report = json.loads(report_file.read_text())
     assert [(t["task"], t["label"]) for t in report["tasks"]] == [("retrieval", "imu-val")]

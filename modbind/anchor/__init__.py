@@ -19,6 +19,7 @@ _LAZY = {
     "save_openclip_weights": "modbind.anchor.tiny",
     "tensor_fingerprint": "modbind.anchor.fingerprint",
     "CaptionCache": "modbind.anchor.cache",
+    "EmbeddingCache": "modbind.anchor.cache",
     "CaptionCacheMiss": "modbind.anchor.cache",
 }
 

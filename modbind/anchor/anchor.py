@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modbind.anchor.fingerprint import tensor_fingerprint
-from modbind.errors import ConfigError, ModbindError, PluginError, did_you_mean
+from modbind.contracts import AnchorProvider
+from modbind.errors import ModbindError
 
 
 class AnchorChangedError(ModbindError):
@@ -159,13 +160,13 @@ def _combine(digests: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}={v};" for k, v in sorted(digests.items())).encode()).hexdigest()
 
 
-def load_anchor(config: Any, device: str | None = None) -> Anchor:
-    """Load the frozen anchor a recipe's ``anchor`` section describes, via the provider that handles it.
+def load_anchor(config: Any, provider: AnchorProvider, device: str | None = None) -> Anchor:
+    """Load the frozen anchor a recipe's ``anchor`` section describes, with the provider that handles it
+    (``Registry.anchor_provider(config.model)`` at the edge).
 
     ``device`` defaults to ``config.device``. Offline only: missing weights raise one clear error
     naming the model, tag, where modbind looked and how to fetch them.
     """
-    provider = _provider(config.model)
     return provider.load(
         config.model,
         config.pretrained,
@@ -175,24 +176,12 @@ def load_anchor(config: Any, device: str | None = None) -> Anchor:
     )
 
 
-def anchor_identity(config: Any) -> str:
+def anchor_identity(config: Any, provider: AnchorProvider) -> str:
     """The anchor's identity string without building it (hashes files only), for caption-cache lookups.
 
     Providers without an ``identity`` method fall back to loading the anchor.
     """
-    provider = _provider(config.model)
     identity = getattr(provider, "identity", None)
     if callable(identity):
         return identity(config.model, config.pretrained, cache_dir=config.cache_dir, precision=config.precision)
-    return load_anchor(config).identity
-
-
-def _provider(model: str) -> Any:
-    from modbind.plugins import get_registry
-
-    try:
-        return get_registry().anchor_provider(model)
-    except PluginError as err:
-        import open_clip
-
-        raise ConfigError(f"anchor.model: {err}{did_you_mean(model, open_clip.list_models())}") from None
+    return load_anchor(config, provider).identity

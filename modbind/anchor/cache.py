@@ -1,13 +1,13 @@
-"""The caption-embedding cache: every caption goes through the frozen text tower once, ever.
+"""Embedding caches: every caption (and every evaluated picture) goes through a frozen tower once, ever.
 
-Layout (one folder per anchor identity under ``root``)::
+Layout (one folder per anchor identity under ``root``; captions and pictures use separate roots)::
 
     root/<identity-slug>-<hash>/
         cache.json                        identity + dim, for humans and sanity checks
         shard-<time>-<pid>-<rand>.safetensors   "embeddings" (n, dim) float32, "keys" (n, 32) uint8
 
-A key is the sha256 of the exact caption text; the folder is the anchor identity, so an entry is
-addressed by (identity, text). Shards are immutable and appear atomically (temp file + rename), each
+A key is the sha256 of the exact caption text (or of a picture file's bytes); the folder is the anchor
+identity, so an entry is addressed by (identity, content). Shards are immutable and appear atomically (temp file + rename), each
 carrying its own key index, so the set of finished shard files *is* the index: there is no shared
 mutable file for concurrent readers (DataLoader workers, ranks) to see half-written. Building writes a
 shard every ``shard_rows`` captions, so an interrupted build resumes where it stopped; a file lock
@@ -43,7 +43,11 @@ SHARD_GLOB = "shard-*.safetensors"
 _NUMPY_DTYPES = {"F32": np.float32, "U8": np.uint8}
 
 
-class CaptionCacheMiss(DataError):
+class CacheMiss(DataError):
+    """Embeddings were asked for that the cache does not hold (build it first)."""
+
+
+class CaptionCacheMiss(CacheMiss):
     """Captions were asked for that the cache does not hold (build it first)."""
 
 
@@ -95,17 +99,16 @@ class _Index:
         return out
 
 
-class CaptionCache:
-    """Frozen-text-tower embeddings of captions, on disk, keyed by (anchor identity, exact text).
+class EmbeddingCache:
+    """Frozen-tower embeddings on disk, keyed by (anchor identity, 32-byte content digest).
 
-    Typical use: ``cache = CaptionCache(root, anchor_identity(cfg))``;
-    ``cache.ensure(captions, lambda: load_anchor(cfg))`` once (rank 0 or the CLI), then
-    ``cache.get(batch_captions)`` anywhere, without the anchor in memory.
+    The one cache implementation: captions key by the sha256 of their text (:class:`CaptionCache`),
+    pictures by the sha256 of their file's bytes (evaluation's image cache). ``root`` separates kinds.
     """
 
     def __init__(self, root: Path, anchor_identity: str, *, shard_rows: int = 4096):
         if not anchor_identity:
-            raise ConfigError("CaptionCache needs the anchor identity (modbind.anchor.anchor_identity(config))")
+            raise ConfigError(f"{type(self).__name__} needs the anchor identity (modbind.anchor.anchor_identity)")
         self.root = Path(root)
         self.anchor_identity = anchor_identity
         self.shard_rows = shard_rows
@@ -114,7 +117,7 @@ class CaptionCache:
         self._loaded: dict[str, _Shard] = {}
 
     def __repr__(self) -> str:
-        return f"CaptionCache({str(self.folder)!r}, identity={self.anchor_identity!r})"
+        return f"{type(self).__name__}({str(self.folder)!r}, identity={self.anchor_identity!r})"
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps are reopened lazily in the receiving process (DataLoader workers, spawn).
@@ -123,87 +126,59 @@ class CaptionCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["root"], state["anchor_identity"], shard_rows=state["shard_rows"])  # type: ignore[misc]
 
-    def __contains__(self, text: object) -> bool:
-        return isinstance(text, str) and bool(self._rows([text], refresh=True)[0] >= 0)
-
     def __len__(self) -> int:
-        """Captions held (a caption embedded twice by racing builders counts twice)."""
-        return len(self._current_index())
+        """Entries held (an entry embedded twice by racing builders counts twice)."""
+        return len(self._refresh())
 
     @property
     def dim(self) -> int | None:
         """Embedding width, or None while the cache is empty."""
-        index = self._current_index()
+        index = self._refresh()
         return int(index.shards[0].embeddings.shape[1]) if index.shards else None
 
-    def missing(self, texts: Sequence[str]) -> list[str]:
-        """The distinct texts (first-seen order) not yet in the cache."""
-        unique = list(dict.fromkeys(_check_texts(texts)))
-        rows = self._rows(unique, refresh=True)
-        return [t for t, row in zip(unique, rows) if row < 0]
+    def rows(self, keys: Sequence[bytes], *, refresh: bool = True) -> np.ndarray:
+        """Global row of each key, -1 where absent."""
+        index = self._refresh() if refresh or self._index is None else self._index
+        return index.find(np.array(list(keys), dtype=f"S{KEY_BYTES}"))
 
-    def ensure(
-        self,
-        texts: Sequence[str],
-        anchor_loader: Callable[[], Any],
-        batch_size: int = 256,
-        progress: bool = True,
-    ) -> None:
-        """Embed the texts the cache lacks, writing a shard every ``shard_rows`` captions.
+    def fetch(self, keys: Sequence[bytes]) -> Tensor:
+        """(N, dim) float32 embeddings of keys known to be present (see :meth:`rows`)."""
+        rows = self.rows(keys, refresh=False)
+        if (rows < 0).any():
+            rows = self.rows(keys)  # another process may have added shards since
+        if (rows < 0).any():
+            raise CacheMiss(f"embedding cache {self.folder} lacks {int((rows < 0).sum())} of {len(rows)} entries")
+        if not len(rows):
+            return torch.empty(0, self.dim or 0, dtype=torch.float32)
+        return torch.from_numpy(self._refresh().gather(rows, self.dim or 0))
 
-        ``anchor_loader`` is only called when something is missing, so a warm cache never loads (or
-        runs) the text tower. Safe to call from several processes at once: one builds, the others wait
-        and then find nothing left to do.
-        """
-        if not self.missing(texts):
+    def add(self, keys: Sequence[bytes], embeddings: Tensor) -> None:
+        """Store embeddings under their keys: one immutable shard per ``shard_rows`` rows."""
+        if not len(keys):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        with self._build_lock():
-            todo = self.missing(texts)
-            if not todo:
-                return
-            anchor = anchor_loader()
-            if anchor.identity != self.anchor_identity:
-                raise ConfigError(
-                    f"caption cache {self.folder} is for anchor {self.anchor_identity}, "
-                    f"but the loader gave {anchor.identity}; use CaptionCache(root, anchor.identity)"
-                )
-            self._write_meta(anchor.dim)
-            with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
-                for start in range(0, len(todo), self.shard_rows):
-                    chunk = todo[start : start + self.shard_rows]
-                    embeddings = anchor.encode_text(chunk, batch_size=batch_size)
-                    self._write_shard(chunk, embeddings)
-                    bar.update(len(chunk))
+        self._write_meta(int(embeddings.shape[1]))
+        for start in range(0, len(keys), self.shard_rows):
+            self._write_shard(keys[start : start + self.shard_rows], embeddings[start : start + self.shard_rows])
         self._refresh()
 
-    def get(self, texts: Sequence[str]) -> Tensor:
-        """(N, dim) float32 embeddings in the order of ``texts``; raises :class:`CaptionCacheMiss` if any is absent."""
-        texts = _check_texts(texts)
-        rows = self._rows(texts, refresh=False)
-        if (rows < 0).any():
-            rows = self._rows(texts, refresh=True)  # another process may have added shards since
-        absent = [t for t, row in zip(texts, rows) if row < 0]
-        if absent:
-            raise CaptionCacheMiss(
-                f"caption cache {self.folder} lacks {len(set(absent))} of {len(set(texts))} captions "
-                f"(e.g. {absent[0]!r}); build it first with `modbind data embed-text MANIFEST --cache {self.root}` "
-                "or CaptionCache.ensure(...)"
-            )
-        index = self._current_index()
-        if not texts:
-            return torch.empty(0, self.dim or 0, dtype=torch.float32)
-        return torch.from_numpy(index.gather(rows, self.dim or 0))
+    @contextlib.contextmanager
+    def build_lock(self) -> Iterator[None]:
+        """An exclusive advisory lock on the cache folder while building (no-op where flock is missing)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            yield
+            return
+        with open(self.folder / ".build.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     # ---------------------------------------------------------------------------------- internals
-
-    def _rows(self, texts: Sequence[str], *, refresh: bool) -> np.ndarray:
-        index = self._refresh() if refresh or self._index is None else self._index
-        keys = np.array([caption_key(t) for t in texts], dtype=f"S{KEY_BYTES}")
-        return index.find(keys)
-
-    def _current_index(self) -> _Index:
-        return self._refresh()
 
     def _refresh(self) -> _Index:
         """Load shards that appeared since the last look (cheap when none did)."""
@@ -216,16 +191,16 @@ class CaptionCache:
         self._index = _Index([self._loaded[p.name] for p in paths if p.name in self._loaded])
         return self._index
 
-    def _write_shard(self, texts: Sequence[str], embeddings: Tensor) -> Path:
+    def _write_shard(self, keys: Sequence[bytes], embeddings: Tensor) -> Path:
         from safetensors.torch import save_file
 
-        keys = torch.frombuffer(bytearray(b"".join(caption_key(t) for t in texts)), dtype=torch.uint8)
+        key_tensor = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8)
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
         target = self.folder / name
         with atomic_path(target) as tmp:
             save_file(
                 {"embeddings": embeddings.float().contiguous(),
-                 "keys": keys.reshape(len(texts), KEY_BYTES).contiguous()},
+                 "keys": key_tensor.reshape(len(keys), KEY_BYTES).contiguous()},
                 str(tmp),
                 metadata={"format": FORMAT, "identity": self.anchor_identity},
             )
@@ -240,20 +215,72 @@ class CaptionCache:
             return
         write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim})
 
-    @contextlib.contextmanager
-    def _build_lock(self) -> Iterator[None]:
-        """An exclusive advisory lock on the cache folder while building (no-op where flock is missing)."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            yield
-            return
-        with open(self.folder / ".build.lock", "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+class CaptionCache(EmbeddingCache):
+    """Frozen-text-tower embeddings of captions, keyed by (anchor identity, exact text).
+
+    Typical use: ``cache = CaptionCache(root, anchor_identity(cfg, provider))``;
+    ``cache.ensure(captions, lambda: load_anchor(cfg, provider))`` once (rank 0 or the CLI), then
+    ``cache.get(batch_captions)`` anywhere, without the anchor in memory.
+    """
+
+    def __contains__(self, text: object) -> bool:
+        return isinstance(text, str) and bool(self.rows([caption_key(text)])[0] >= 0)
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct texts (first-seen order) not yet in the cache."""
+        unique = list(dict.fromkeys(_check_texts(texts)))
+        rows = self.rows([caption_key(t) for t in unique])
+        return [t for t, row in zip(unique, rows) if row < 0]
+
+    def ensure(
+        self,
+        texts: Sequence[str],
+        anchor_loader: Callable[[], Any],
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> int:
+        """Embed the texts the cache lacks, writing a shard every ``shard_rows`` captions; returns how many
+        this call embedded.
+
+        ``anchor_loader`` is only called when something is missing, so a warm cache never loads (or
+        runs) the text tower. Safe to call from several processes at once: one builds, the others wait
+        and then find nothing left to do (and return 0).
+        """
+        if not self.missing(texts):
+            return 0
+        with self.build_lock():
+            todo = self.missing(texts)
+            if not todo:
+                return 0
+            anchor = anchor_loader()
+            if anchor.identity != self.anchor_identity:
+                raise ConfigError(
+                    f"caption cache {self.folder} is for anchor {self.anchor_identity}, "
+                    f"but the loader gave {anchor.identity}; use CaptionCache(root, anchor.identity)"
+                )
+            with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
+                for start in range(0, len(todo), self.shard_rows):
+                    chunk = todo[start : start + self.shard_rows]
+                    self.add([caption_key(t) for t in chunk], anchor.encode_text(chunk, batch_size=batch_size))
+                    bar.update(len(chunk))
+        return len(todo)
+
+    def get(self, texts: Sequence[str]) -> Tensor:
+        """(N, dim) float32 embeddings in the order of ``texts``; raises :class:`CaptionCacheMiss` if any is absent."""
+        texts = _check_texts(texts)
+        keys = [caption_key(t) for t in texts]
+        rows = self.rows(keys, refresh=False)
+        if (rows < 0).any():
+            rows = self.rows(keys)  # another process may have added shards since
+        absent = [t for t, row in zip(texts, rows) if row < 0]
+        if absent:
+            raise CaptionCacheMiss(
+                f"caption cache {self.folder} lacks {len(set(absent))} of {len(set(texts))} captions "
+                f"(e.g. {absent[0]!r}); build it first with `modbind data embed-text MANIFEST --cache {self.root}` "
+                "or CaptionCache.ensure(...)"
+            )
+        return self.fetch(keys)
 
 
 def _open_shard(path: Path, identity: str) -> _Shard:

@@ -434,6 +434,11 @@ class OpenClipProvider(AnchorProvider):
 
         return model.replace("/", "-") in open_clip.list_models()
 
+    def known_models(self) -> list[str]:
+        import open_clip
+
+        return list(open_clip.list_models())
+
     def load(self, model: str, pretrained: str | None, **kwargs: Any) -> Any:
         """An :class:`modbind.anchor.Anchor`; kwargs: ``cache_dir``, ``device``, ``precision``."""
         from modbind.anchor.anchor import Anchor

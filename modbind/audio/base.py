@@ -1,15 +1,15 @@
-"""What every audio encoder plugin shares: options, decoding, cropping and SpecAugment.
+"""What every audio encoder plugin shares: options, decoding, cropping, packing and SpecAugment.
 
-A concrete plugin (BEATs, HTS-AT, AudioMAE) subclasses :class:`AudioEncoderPlugin` and supplies only the
-model-specific parts: ``featurize`` (its fbank flavour), ``build_encoder``, ``load_checkpoint`` and
-``default_lora_targets``.
+A concrete plugin (BEATs, HTS-AT, AudioMAE) subclasses :class:`AudioEncoderPlugin` with its own options
+class and supplies only the model-specific parts: ``featurize`` (its fbank flavour), ``new_encoder``,
+``load_checkpoint`` and ``default_lora_targets``.
 """
 
 from __future__ import annotations
 
 import abc
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
@@ -18,11 +18,12 @@ from pydantic import Field
 
 from modbind.audio.crop import crop_or_pad
 from modbind.audio.io import AUDIO_EXTENSIONS, AudioClip, load_audio, to_clip
+from modbind.audio.pcm import PCM16_FORMAT, pack_clip, unpack_clip
+from modbind.audio.prompts import SOUND_TEMPLATES
 from modbind.audio.specaugment import spec_augment
-from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, ModalityEncoder
+from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, PackedItem
 from modbind.errors import ConfigError, DataError, ModbindError
 
-OptionsT = TypeVar("OptionsT", bound=EncoderOptions)
 ConfigT = TypeVar("ConfigT", bound="ReplaceableConfig")
 
 
@@ -30,6 +31,7 @@ class ReplaceableConfig(Protocol):
     """An architecture config (frozen dataclass) whose ``replace`` validates the changed copy."""
 
     def replace(self: ConfigT, **changes: Any) -> ConfigT: ...
+
 
 FBANK_WINDOW_SECONDS = 0.025
 """Kaldi fbank window (25 ms): a clip must have at least this much real audio to give one frame."""
@@ -39,7 +41,7 @@ class AudioEncoderOptions(EncoderOptions):
     """Options shared by audio encoders; the defaults are the paper's recipe."""
 
     sample_rate: int = Field(16000, gt=0)
-    """Rate the encoder expects; every clip is resampled to it."""
+    """Rate the encoder expects; every clip is resampled to it (the one source of truth for the rate)."""
     clip_seconds: float = Field(10.0, gt=0)
     """Length of the window each example is cropped or padded to."""
     random_truncation: bool = True
@@ -58,60 +60,78 @@ class AudioEncoderOptions(EncoderOptions):
         return int(round(self.clip_seconds * self.sample_rate))
 
 
-class AudioEncoderPlugin(EncoderPlugin):
+AudioOptionsT = TypeVar("AudioOptionsT", bound=AudioEncoderOptions)
+
+
+class AudioEncoderPlugin(EncoderPlugin[AudioOptionsT]):
     """Base of audio plugins: ``load_item`` -> AudioClip, ``preprocess`` -> fixed-length waveform + mask."""
 
     modality: ClassVar[str] = "audio"
     Options: ClassVar[type[EncoderOptions]] = AudioEncoderOptions
     file_extensions: ClassVar[tuple[str, ...]] = AUDIO_EXTENSIONS
+    item_noun: ClassVar[str] = "clips"
+    zeroshot_templates: ClassVar[Mapping[str, str]] = SOUND_TEMPLATES
+    packed_format: ClassVar[str | None] = PCM16_FORMAT
 
-    def load_item(self, path: Path, options: EncoderOptions) -> AudioClip:
+    def load_item(self, path: Path, options: AudioOptionsT) -> AudioClip:
         """Decode, mix down and resample one file (DataError naming the file when it is unusable)."""
-        return load_audio(Path(path), _audio(options).sample_rate)
+        return load_audio(Path(path), options.sample_rate)
 
-    def preprocess(
-        self, item: Any, options: EncoderOptions, *, train: bool, generator: torch.Generator | None = None
-    ) -> Batch:
+    def as_item(self, value: Any, options: AudioOptionsT, **hints: Any) -> Any:
+        """A waveform (numpy/torch, (N,) or (N, C)) recorded at ``sample_rate=`` becomes a clip at the
+        encoder's rate; without ``sample_rate`` it is taken to be at the encoder's rate already."""
+        sample_rate = hints.pop("sample_rate", None)
+        if hints:
+            raise ConfigError(f"audio items take only the hint sample_rate= (got {', '.join(hints)})")
+        if sample_rate is None or isinstance(value, AudioClip):
+            return value
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        return to_clip(np.asarray(value), int(sample_rate), options.sample_rate)
+
+    def preprocess(self, item: Any, options: AudioOptionsT, *, train: bool,
+                   generator: torch.Generator | None = None) -> Batch:
         """Crop/pad to ``clip_seconds``: ``{"waveform": (N,), "padding_mask": (N,) True = padding}``."""
-        opts = _audio(options)
-        clip = as_clip(item, opts.sample_rate)
+        clip = as_clip(item, options.sample_rate)
         waveform, padding_mask = crop_or_pad(
             clip.samples,
-            opts.clip_samples,
-            train=train and opts.random_truncation,
+            options.clip_samples,
+            train=train and options.random_truncation,
             generator=generator,
-            min_length=int(round(FBANK_WINDOW_SECONDS * opts.sample_rate)),
+            min_length=int(round(FBANK_WINDOW_SECONDS * options.sample_rate)),
         )
         return {"waveform": waveform, "padding_mask": padding_mask}
 
     @abc.abstractmethod
-    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+    def featurize(self, batch: Batch, options: AudioOptionsT) -> Batch:
         """``{"waveform", "padding_mask"}`` -> ``{"features": (B, T, F), "padding_mask": (B, T) True = pad}``."""
 
-    def augment(self, features: Batch, options: EncoderOptions, generator: torch.Generator | None = None) -> Batch:
+    def augment(self, features: Batch, options: AudioOptionsT, generator: torch.Generator | None = None) -> Batch:
         """SpecAugment on ``features["features"]`` (per example) when ``options.spec_augment`` is on."""
-        opts = _audio(options)
-        if not opts.spec_augment:
+        if not options.spec_augment:
             return features
         out = dict(features)
         out["features"] = spec_augment(
             features["features"],
-            freq_mask=opts.freq_mask,
-            time_mask=opts.time_mask,
-            n_freq_masks=opts.n_freq_masks,
-            n_time_masks=opts.n_time_masks,
+            freq_mask=options.freq_mask,
+            time_mask=options.time_mask,
+            n_freq_masks=options.n_freq_masks,
+            n_time_masks=options.n_time_masks,
             padding_mask=features.get("padding_mask"),
             generator=generator,
         )
         return out
 
-    @abc.abstractmethod
-    def build_encoder(self, options: EncoderOptions) -> ModalityEncoder:
-        """The encoder, from ``options.checkpoint`` when set."""
+    def eval_policy(self, options: AudioOptionsT) -> str:
+        return (f"deterministic: first {options.clip_seconds:g} s window of each clip (resampled to "
+                f"{options.sample_rate} Hz), shorter clips right-padded with zeros and masked; no random crops")
 
-    @abc.abstractmethod
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> ModalityEncoder:
-        """The encoder built from an official checkpoint."""
+    def pack_item(self, item: Any, options: AudioOptionsT, *, max_seconds: float | None = None) -> PackedItem:
+        """The clip at the encoder's rate as int16 PCM (what ``modbind data pack`` stores)."""
+        return pack_clip(as_clip(item, options.sample_rate), max_seconds)
+
+    def unpack_item(self, packed: PackedItem, options: AudioOptionsT) -> AudioClip:
+        return unpack_clip(packed)
 
 
 def as_clip(item: Any, sample_rate: int) -> AudioClip:
@@ -126,16 +146,6 @@ def as_clip(item: Any, sample_rate: int) -> AudioClip:
     raise DataError(f"audio plugins take an AudioClip, a file path or a 1-D array, got {type(item).__name__}")
 
 
-def narrow_options(options: EncoderOptions, expected: type[OptionsT], owner: str) -> OptionsT:
-    """``options`` as the type ``owner`` declared: the contract passes the base EncoderOptions around.
-
-    A mismatch is a caller bug (options built by another plugin), hence TypeError rather than ConfigError.
-    """
-    if not isinstance(options, expected):
-        raise TypeError(f"{owner}: expected {expected.__name__}, got {type(options).__name__}")
-    return options
-
-
 def preset_with_overrides(preset: ConfigT, overrides: Mapping[str, Any] | None, owner: str) -> ConfigT:
     """The ``size`` preset changed by the ``config`` option; a change the config rejects is a ConfigError.
 
@@ -148,7 +158,3 @@ def preset_with_overrides(preset: ConfigT, overrides: Mapping[str, Any] | None, 
         return preset.replace(**overrides)
     except (ValueError, TypeError, ModbindError) as err:
         raise ConfigError(f"plugin.options ({owner}): 'config': {err}") from None
-
-
-def _audio(options: EncoderOptions) -> AudioEncoderOptions:
-    return narrow_options(options, AudioEncoderOptions, "audio plugins")

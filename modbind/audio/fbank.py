@@ -2,8 +2,9 @@
 
 It follows ``torchaudio.compliance.kaldi.fbank`` step by step (framing with ``snip_edges``, DC removal,
 pre-emphasis, window, zero-padded FFT, power spectrum, Kaldi mel triangles, log with a float eps floor)
-but works on a (B, N) batch at once. Presets reproduce the official BEATs and AudioMAE preprocessing,
-normalisation included (see ``shared/conformance/kaldi_fbank``).
+but works on a (B, N) batch at once. The audio plugins hold the presets that reproduce the official BEATs
+and AudioMAE preprocessing, normalisation included (``modbind_audio_beats.frontend``,
+``modbind_audio_mae.frontend``; verified against torchaudio's outputs in the kaldi_fbank conformance fixture).
 
 Different-length clips share a batch through a trailing padding mask (B, N), True = padding:
 
@@ -75,24 +76,10 @@ class FbankParams:
         return 1 + (num_samples - self.window_samples) // self.shift_samples
 
 
-BEATS_FBANK = FbankParams(waveform_scale=2.0**15, norm_mean=15.41663, norm_scale=2 * 6.55582)
-"""``BEATs.preprocess``: povey window, 2**15 scaling, (x - 15.41663) / (2 * 6.55582)."""
-
-AUDIOMAE_FBANK = FbankParams(
-    window_type="hanning",
-    subtract_waveform_mean=True,
-    padded_frame_value=0.0,
-    target_frames=1024,
-    norm_mean=-4.2677393,
-    norm_scale=2 * 4.5689974,
-)
-"""AudioMAE's AudioSet eval path: mean removal, hanning window, 1024 frames, (x + 4.2677393) / (2 * 4.5689974)."""
-
-
 def kaldi_fbank(
     waveforms: Tensor,
     *,
-    params: FbankParams = BEATS_FBANK,
+    params: FbankParams,
     padding_mask: Tensor | None = None,
     normalize: bool = True,
 ) -> Tensor:

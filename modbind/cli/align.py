@@ -31,13 +31,15 @@ def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[st
     The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
     with modbind.load(path)); with eval.suite set, also eval/ (the report of the exported model).
     """
-    from modbind.recipes import load_recipe
-    from modbind.train.trainer import run_alignment
+    from modbind.plugins import get_registry
+    from modbind.recipes import load_recipe, resolve_recipe
+    from modbind.workflow import align_and_evaluate
 
     settings = ([f"plugin.name={plugin_name}"] if plugin_name else []) + list(overrides)
     recipe = load_recipe(recipe_file, settings)
     if out_dir is not None:
         recipe.output.dir = out_dir
-    result = run_alignment(recipe, resume=resume, progress=not no_progress)
+    registry = get_registry()
+    result = align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, progress=not no_progress)
     click.echo(f"trained {result.steps} steps (final loss {result.final_loss:.4f}, {result.skipped} items skipped); "
                f"model exported to {result.export_dir}")

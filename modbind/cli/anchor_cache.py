@@ -40,9 +40,10 @@ def embed_text(manifests: tuple[Path, ...], recipe_file: Path | None, overrides:
     """
     from modbind.anchor import CaptionCache, anchor_identity, load_anchor
     from modbind.data.manifest import iter_manifest
+    from modbind.plugins import get_registry
     from modbind.recipes import load_recipe
 
-    recipe = load_recipe(recipe_file, overrides, resolve_plugin=False)
+    recipe = load_recipe(recipe_file, overrides)
     anchor_cfg = recipe.anchor
     if anchor_model is not None or pretrained is not None:
         anchor_cfg = anchor_cfg.model_copy(update={
@@ -65,10 +66,11 @@ def embed_text(manifests: tuple[Path, ...], recipe_file: Path | None, overrides:
             f"no captions in language(s) {', '.join(sorted(wanted))} in {', '.join(map(str, manifests))}; "
             "pick another --language (or 'all')"
         )
-    cache = CaptionCache(root, anchor_identity(anchor_cfg))
-    todo = len(cache.missing(distinct))
-    cache.ensure(distinct, lambda: load_anchor(anchor_cfg, device=device), batch_size=batch_size, progress=progress)
-    click.echo(f"{len(distinct)} distinct texts ({todo} newly embedded) from {len(manifests)} manifest(s); "
+    provider = get_registry().anchor_provider(anchor_cfg.model)
+    cache = CaptionCache(root, anchor_identity(anchor_cfg, provider))
+    embedded = cache.ensure(distinct, lambda: load_anchor(anchor_cfg, provider, device=device), batch_size=batch_size,
+                            progress=progress)
+    click.echo(f"{len(distinct)} distinct texts ({embedded} newly embedded) from {len(manifests)} manifest(s); "
                f"cache {cache.folder} holds {len(cache)} for anchor {cache.anchor_identity}")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from modbind.atomic import write_json_atomic
+from modbind.cli.recipe import set_option
 from modbind.errors import DataError
 
 
@@ -23,7 +24,7 @@ def data() -> None:
       modbind data add-translations ac_test.jsonl pt ac_test_pt.csv
       modbind data overlap train.jsonl ac_test.jsonl --out train.clean.jsonl
       modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
-      modbind data pack train.jsonl --out shards/ --sample-rate 16000
+      modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml
     """
 
 
@@ -184,8 +185,10 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
     elif anchor_model is not None and mode == "caption-caption":
         from modbind.anchor import load_anchor
         from modbind.config import AnchorConfig
+        from modbind.plugins import get_registry
 
-        anchor = load_anchor(AnchorConfig(model=anchor_model, pretrained=pretrained))
+        config = AnchorConfig(model=anchor_model, pretrained=pretrained)
+        anchor = load_anchor(config, get_registry().anchor_provider(config.model))
         pair_scorer = CaptionConsistencyScorer(anchor.encode_text, f"{mode}:{anchor.identity}")
     else:
         raise DataError("give --scorer MODEL_DIR (an exported model), or --mode caption-caption with --anchor MODEL")
@@ -205,33 +208,38 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
 @data.command("pack")
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the shards.")
-@click.option("--sample-rate", type=int, default=None, help="Rate to resample to (default: the plugin's).")
-@click.option("--plugin", default=None, help="Take the sample rate from this encoder plugin's options.")
+@click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Recipe whose plugin and plugin.options (e.g. sample_rate) decode the items, as training will.")
+@click.option("--plugin", "plugin_name", metavar="NAME", help="Encoder plugin (overrides the recipe's plugin.name).")
+@set_option
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder the manifest's paths are relative to (default: its folder).")
-@click.option("--clips-per-shard", default=1000, show_default=True)
+@click.option("--clips-per-shard", default=1000, show_default=True, help="Items per shard file.")
 @click.option("--max-seconds", type=float, default=None, help="Keep only the first N seconds of longer clips.")
-@click.option("--workers", default=1, show_default=True, help="Processes decoding audio.")
+@click.option("--workers", default=1, show_default=True, help="Processes decoding items.")
 @click.option("--progress/--no-progress", default=True)
-def pack_command(manifest: Path, out: Path, sample_rate: int | None, plugin: str | None, root: Path | None,
-                 clips_per_shard: int, max_seconds: float | None, workers: int, progress: bool) -> None:
-    """Decode and resample MANIFEST's audio once into tar shards (int16 PCM + JSON) the trainer streams.
+def pack_command(manifest: Path, out: Path, recipe_file: Path | None, plugin_name: str | None,
+                 overrides: tuple[str, ...], root: Path | None, clips_per_shard: int, max_seconds: float | None,
+                 workers: int, progress: bool) -> None:
+    """Decode MANIFEST's items once into tar shards the trainer streams (audio: int16 PCM at the recipe's rate).
 
+    The plugin and its options come from the training recipe, so shards hold exactly what training
+    decodes; e.g. `modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml`, or
+    `--plugin audio_htsat --set plugin.options.sample_rate=48000`.
     Interrupted? Run the same command again: it continues after the last complete shard.
     """
     from modbind.data.manifest import read_manifest
     from modbind.data.shards import pack_shards
+    from modbind.plugins import get_registry
+    from modbind.recipes import load_recipe
 
-    if sample_rate is None:
-        if plugin is None:
-            raise DataError("give --sample-rate or --plugin (whose options.sample_rate is used)")
-        from modbind.plugins import get_registry
-
-        encoder = get_registry().encoder(plugin)
-        sample_rate = getattr(encoder.options({}), "sample_rate", None)
-        if sample_rate is None:
-            raise DataError(f"plugin '{plugin}' has no sample_rate option; give --sample-rate")
-    report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, sample_rate=int(sample_rate),
+    if recipe_file is None and plugin_name is None:
+        raise DataError("give --recipe FILE (whose plugin decodes the items) or --plugin NAME")
+    settings = ([f"plugin.name={plugin_name}"] if plugin_name else []) + list(overrides)
+    recipe = load_recipe(recipe_file, settings)
+    plugin = get_registry().encoder(recipe.plugin.name)
+    options = plugin.options(recipe.plugin.options)
+    report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, plugin, options,
                          clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress)
     click.echo(report.summary())
 

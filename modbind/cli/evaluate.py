@@ -43,11 +43,13 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
     """The embedder and the report's model record, from the shared options."""
     from modbind.eval.embedder import Embedder, default_cache_dir
     from modbind.eval.models import resolve_model
+    from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides
 
     model, loaded_anchor, info = resolve_model(
-        model_path, untrained=untrained, plugin=plugin_name, plugin_options=apply_overrides({}, plugin_options),
-        anchor=anchor, anchor_pretrained=anchor_pretrained, device=device, seed=seed,
+        model_path, get_registry(), untrained=untrained, plugin=plugin_name,
+        plugin_options=apply_overrides({}, plugin_options), anchor=anchor, anchor_pretrained=anchor_pretrained,
+        device=device, seed=seed,
     )
     cache = None if no_cache else (cache_dir or default_cache_dir())
     embedder = Embedder(model, anchor=loaded_anchor, batch_size=batch_size, progress=not no_progress, cache_dir=cache)
@@ -86,7 +88,8 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --suite recipes/suites/paper.yaml --out reports/x
     """
     from modbind.errors import ConfigError
-    from modbind.eval.suite import Suite, SuiteTask, evaluate, load_suite
+    from modbind.eval.suite import Suite, SuiteTask, check_suite_tasks, evaluate, load_suite
+    from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides
 
     if suite is not None:
@@ -98,9 +101,11 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
             raise ConfigError("give --task NAME and --data MANIFEST, or --suite FILE")
         plan = Suite(tasks=[SuiteTask(task=task_name, data=data, root=root, name=label,
                                       options=apply_overrides({}, task_options))])
+    tasks = get_registry().eval_tasks
+    check_suite_tasks(plan, tasks, suite or "--task")
     embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,
-                                           seed, batch_size, device, cache_dir, no_cache, no_progress)
-    results, written = evaluate(embedder, plan, out, model_info=info, tie_policy=tie_policy,
+                                    seed, batch_size, device, cache_dir, no_cache, no_progress)
+    results, written = evaluate(embedder, plan, out, tasks, model_info=info, tie_policy=tie_policy,
                                 languages=split_languages(languages),
                                 settings={"device": device, "suite": str(suite) if suite else None})
     for result in results:

@@ -25,9 +25,10 @@ def recipe() -> None:
 @set_option
 def show(file: Path | None, overrides: tuple[str, ...]) -> None:
     """Print the fully resolved recipe: FILE (or the paper's defaults) with overrides and plugin defaults."""
-    from modbind.recipes import dump_recipe, load_recipe
+    from modbind.plugins import get_registry
+    from modbind.recipes import dump_recipe, load_recipe, resolve_recipe
 
-    click.echo(dump_recipe(load_recipe(file, overrides)), nl=False)
+    click.echo(dump_recipe(resolve_recipe(load_recipe(file, overrides), get_registry()).recipe), nl=False)
 
 
 @recipe.command()
@@ -35,8 +36,13 @@ def show(file: Path | None, overrides: tuple[str, ...]) -> None:
 @set_option
 def validate(file: Path, overrides: tuple[str, ...]) -> None:
     """Check FILE against the recipe schema and the plugin's options; exit 0 when valid."""
-    from modbind.recipes import load_recipe
+    from modbind.eval.suite import check_suite_tasks, load_suite
+    from modbind.plugins import get_registry
+    from modbind.recipes import load_recipe, resolve_recipe
 
-    resolved = load_recipe(file, overrides)
-    click.echo(f"{file}: valid (plugin {resolved.plugin.name}, batch {resolved.train.batch_size}, "
-               f"{resolved.train.finetune} fine-tune)")
+    registry = get_registry()
+    recipe = resolve_recipe(load_recipe(file, overrides), registry).recipe
+    if recipe.eval.suite is not None:
+        check_suite_tasks(load_suite(Path(recipe.eval.suite)), registry.eval_tasks, recipe.eval.suite)
+    click.echo(f"{file}: valid (plugin {recipe.plugin.name}, batch {recipe.train.batch_size}, "
+               f"{recipe.train.finetune} fine-tune)")

@@ -1,12 +1,13 @@
-"""Webdataset-style tar shards holding audio already decoded and resampled (int16 PCM + JSON).
+"""Webdataset-style tar shards holding items already decoded by their plugin (bytes + JSON header).
 
-Decoding FLAC/MP3 and resampling 44.1/48 kHz to 16 kHz costs milliseconds per clip; turning int16 PCM
-into floats costs microseconds. Packing once moves that work out of every epoch, and a few hundred tar
-files replace millions of small files.
+Decoding (e.g. FLAC/MP3 plus resampling for audio) costs milliseconds per item; reading back what the
+plugin packed costs microseconds. Packing once moves that work out of every epoch, and a few hundred tar
+files replace millions of small files. What the bytes mean is the plugin's business
+(:meth:`~modbind.contracts.EncoderPlugin.pack_item` / ``unpack_item``); this module only stores them.
 
-Layout: ``<out>/shard-000000.tar`` ... plus ``<out>/shards.json`` (format, sample rate, per-shard counts,
-skipped items). Each sample is two members sharing a key: ``<key>.json`` (the manifest entry, the sample
-rate and the sample count) followed by ``<key>.pcm`` (little-endian int16 mono).
+Layout: ``<out>/shard-000000.tar`` ... plus ``<out>/shards.json`` (format, plugin, per-shard counts,
+skipped items). Each sample is two members sharing a key: ``<key>.json`` (the manifest entry, the packed
+format and the plugin's header) followed by ``<key>.<packed format>`` (the bytes).
 """
 
 from __future__ import annotations
@@ -24,40 +25,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from modbind.audio.io import AudioClip, load_audio
-from modbind.data.manifest import ManifestEntry
 from modbind.atomic import publish, temp_path_for, write_json_atomic
-from modbind.errors import DataError
+from modbind.contracts import EncoderOptions, EncoderPlugin, PackedItem
+from modbind.data.manifest import ManifestEntry
+from modbind.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "modbind-pcm16-v1"
+FORMAT = "modbind-shards-v2"
 INDEX_NAME = "shards.json"
 PROGRESS_NAME = "shards.progress.json"
 """Written after each complete shard while packing; removed when the pack finishes."""
-PCM_SCALE = 32768.0
 _WINDOW = 256
-"""Clips decoded ahead of the writer; bounds memory when packing with several processes."""
+"""Items decoded ahead of the writer; bounds memory when packing with several processes."""
 
 
-def encode_pcm16(samples: np.ndarray) -> bytes:
-    """Float samples in [-1, 1] → little-endian int16 bytes (clipped, rounded)."""
-    scaled = np.clip(np.rint(np.asarray(samples, dtype=np.float32) * PCM_SCALE), -32768, 32767)
-    return scaled.astype("<i2").tobytes()
+@dataclass(frozen=True)
+class ShardRef:
+    """Where one packed item's bytes sit inside an uncompressed tar shard (read by seeking)."""
 
-
-def decode_pcm16(data: bytes) -> np.ndarray:
-    """Little-endian int16 bytes → float32 samples (the inverse of :func:`encode_pcm16` up to rounding)."""
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) * np.float32(1.0 / PCM_SCALE)
+    shard: str
+    offset: int
+    size: int
+    format: str
+    meta: dict[str, Any]
 
 
 @dataclass
 class PackReport:
     out_dir: str
-    sample_rate: int
+    plugin: str
+    packed_format: str
+    noun: str = "items"
     shards: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     resumed_after_shards: int = 0
@@ -68,43 +69,43 @@ class PackReport:
         return sum(s["count"] for s in self.shards)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "sample_rate": self.sample_rate, "packed": self.packed,
+        return {"format": FORMAT, "plugin": self.plugin, "packed_format": self.packed_format, "packed": self.packed,
                 "shards": self.shards, "skipped": self.skipped}
 
     def summary(self) -> str:
         resumed = (f" (resumed after {self.resumed_after_shards} shards of an interrupted run)"
                    if self.resumed_after_shards else "")
-        return (f"{self.packed} clips in {len(self.shards)} shards at {self.sample_rate} Hz in {self.out_dir}{resumed}; "
-                f"{len(self.skipped)} skipped (see {INDEX_NAME})")
+        return (f"{self.packed} {self.noun} in {len(self.shards)} shards ({self.packed_format}, plugin {self.plugin}) "
+                f"in {self.out_dir}{resumed}; {len(self.skipped)} skipped (see {INDEX_NAME})")
 
 
-def _decode_job(job: tuple[int, str, str, int, float | None]) -> tuple[int, bytes | None, int, str]:
-    """Worker: decode + resample one file to PCM bytes; (index, pcm or None, samples, error)."""
-    index, path, _, sample_rate, max_seconds = job
+_PackJob = tuple[int, str, EncoderPlugin[Any], EncoderOptions, float | None]
+
+
+def _pack_job(job: _PackJob) -> tuple[int, PackedItem | None, str]:
+    """Worker: decode one file and pack it with its plugin; (index, packed item or None, error)."""
+    index, path, plugin, options, max_seconds = job
     try:
-        clip = load_audio(Path(path), sample_rate)
+        return index, plugin.pack_item(plugin.load_item(Path(path), options), options, max_seconds=max_seconds), ""
     except DataError as err:
-        return index, None, 0, str(err)
-    samples = clip.samples
-    if max_seconds is not None:
-        samples = samples[: int(round(max_seconds * sample_rate))]
-    return index, encode_pcm16(samples), len(samples), ""
+        return index, None, str(err)
 
 
 def pack_shards(
     entries: Iterable[ManifestEntry],
     root: Path,
     out_dir: Path,
+    plugin: EncoderPlugin[Any],
+    options: EncoderOptions,
     *,
-    sample_rate: int,
     clips_per_shard: int = 1000,
     max_seconds: float | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> PackReport:
-    """Decode every entry's audio at ``sample_rate`` into tar shards in ``out_dir``; unreadable files are skipped.
+    """Decode every entry's item with ``plugin`` (at its ``options``) into tar shards; unreadable files are skipped.
 
-    ``max_seconds`` keeps only the start of long clips (saves disk when training crops 10 s anyway).
+    ``max_seconds`` keeps only the start of long time series (saves disk when training crops 10 s anyway).
     Each shard is written to a temporary name and renamed when complete, so a crash never leaves a
     truncated shard behind under a final name; a progress file written after each shard lets the same
     call on the same folder resume after the last complete shard.
@@ -112,26 +113,31 @@ def pack_shards(
     root, out_dir = Path(root), Path(out_dir)
     if clips_per_shard < 1:
         raise DataError(f"clips_per_shard must be at least 1 (got {clips_per_shard})")
+    if plugin.packed_format is None:
+        raise ConfigError(f"plugin '{plugin.name}' cannot pack {plugin.modality} items into shards; "
+                          "train from its manifest instead")
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = list(entries)
-    settings = _pack_settings(entries, sample_rate, clips_per_shard, max_seconds)
-    report = PackReport(out_dir=str(out_dir), sample_rate=sample_rate)
+    settings = _pack_settings(entries, plugin, options, clips_per_shard, max_seconds)
+    report = PackReport(out_dir=str(out_dir), plugin=plugin.name, packed_format=str(plugin.packed_format),
+                        noun=plugin.item_noun)
     writer = _ShardWriter(out_dir, clips_per_shard, report)
     start = _resume_point(out_dir, settings, report, writer)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        with tqdm(total=len(entries), initial=start, desc="packing shards", unit="clip", disable=not progress) as bar:
-            for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of clips at a time
-                jobs = [(i, str(root / entries[i].path), entries[i].id, sample_rate, max_seconds)
+        with tqdm(total=len(entries), initial=start, desc=f"packing {plugin.item_noun}", unit="item",
+                  disable=not progress) as bar:
+            for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of items at a time
+                jobs = [(i, str(root / entries[i].path), plugin, options, max_seconds)
                         for i in range(window, min(window + _WINDOW, len(entries)))]
-                results = pool.map(_decode_job, jobs, chunksize=8) if pool else map(_decode_job, jobs)
-                for index, pcm, count, error in results:
+                results = pool.map(_pack_job, jobs, chunksize=8) if pool else map(_pack_job, jobs)
+                for index, packed, error in results:
                     entry = entries[index]
                     bar.update(1)
-                    if pcm is None:
+                    if packed is None:
                         report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
                         continue
-                    if writer.add(entry, pcm, count, sample_rate):  # a shard is complete: entries < index + 1
+                    if writer.add(entry, packed):  # a shard is complete: entries < index + 1
                         _write_progress(out_dir, settings, index + 1, writer.key, report)
         writer.close()
     finally:
@@ -143,18 +149,21 @@ def pack_shards(
     return report
 
 
-def _pack_settings(entries: list[ManifestEntry], sample_rate: int, clips_per_shard: int,
-                   max_seconds: float | None) -> dict[str, Any]:
+def _pack_settings(entries: list[ManifestEntry], plugin: EncoderPlugin[Any], options: EncoderOptions,
+                   clips_per_shard: int, max_seconds: float | None) -> dict[str, Any]:
     """What must be unchanged for a resumed pack to continue the same shards."""
     ids = hashlib.sha256("\n".join(e.id for e in entries).encode("utf-8")).hexdigest()[:16]
-    return {"format": FORMAT, "sample_rate": sample_rate, "clips_per_shard": clips_per_shard,
-            "max_seconds": max_seconds, "entries": len(entries), "entry_ids_sha256": ids}
+    settings = {"format": FORMAT, "plugin": plugin.name, "packed_format": plugin.packed_format,
+                "clips_per_shard": clips_per_shard, "max_seconds": max_seconds, "entries": len(entries),
+                "entry_ids_sha256": ids}
+    settings.update({f"plugin.options.{key}": value for key, value in options.model_dump(mode="json").items()})
+    return settings
 
 
 def _write_progress(out_dir: Path, settings: dict[str, Any], next_entry: int, next_key: int,
                     report: PackReport) -> None:
     write_json_atomic(out_dir / PROGRESS_NAME, {"settings": settings, "next_entry": next_entry, "next_key": next_key,
-                                         "shards": report.shards, "skipped": report.skipped})
+                                                "shards": report.shards, "skipped": report.skipped})
 
 
 def _resume_point(out_dir: Path, settings: dict[str, Any], report: PackReport, writer: _ShardWriter) -> int:
@@ -191,7 +200,7 @@ class _ShardWriter:
         self.count = 0
         self.key = 0
 
-    def add(self, entry: ManifestEntry, pcm: bytes, num_samples: int, sample_rate: int) -> bool:
+    def add(self, entry: ManifestEntry, packed: PackedItem) -> bool:
         """Append one sample; True when it completed (and closed) a shard."""
         if self.tar is None:
             name = f"shard-{len(self.report.shards):06d}.tar"
@@ -199,10 +208,10 @@ class _ShardWriter:
             self.name = name
             self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
         key = f"{self.key:010d}"
-        header = {"entry": entry.model_dump(mode="json", exclude_defaults=True), "sample_rate": sample_rate,
-                  "num_samples": num_samples}
+        header = {"entry": entry.model_dump(mode="json", exclude_defaults=True), "format": self.report.packed_format,
+                  "meta": packed.meta}
         self._member(f"{key}.json", json.dumps(header, ensure_ascii=False).encode("utf-8"))
-        self._member(f"{key}.pcm", pcm)
+        self._member(f"{key}.{self.report.packed_format}", packed.data)
         self.key += 1
         self.count += 1
         if self.count < self.clips_per_shard:
@@ -270,11 +279,12 @@ class ShardReadStats:
 
 def iter_shards(
     pattern: str | Path, *, part: int = 0, parts: int = 1, stats: ShardReadStats | None = None
-) -> Iterator[tuple[ManifestEntry, AudioClip]]:
-    """(entry, decoded clip at the packed rate) for every sample of the shards in ``pattern``.
+) -> Iterator[tuple[ManifestEntry, PackedItem]]:
+    """(entry, packed item) for every sample of the shards in ``pattern``, read sequentially.
 
     ``part``/``parts`` give this reader every ``parts``-th shard starting at ``part`` (e.g. part =
-    rank × workers + worker id), so DataLoader workers and ranks never read the same shard.
+    rank × workers + worker id), so DataLoader workers and ranks never read the same shard. The plugin
+    that packed them turns each packed item back into an item (``unpack_item``).
     """
     if not 0 <= part < parts:
         raise DataError(f"part {part} is not in 0..{parts - 1}")
@@ -287,26 +297,51 @@ def iter_shards(
             log.warning("skipping the rest of shard %s: %s", shard, err)
 
 
-def _iter_one(shard: Path, stats: ShardReadStats) -> Iterator[tuple[ManifestEntry, AudioClip]]:
+def _iter_one(shard: Path, stats: ShardReadStats) -> Iterator[tuple[ManifestEntry, PackedItem]]:
     pending_key, header = None, None
     for name, data in read_tar_members(shard):
         key, _, kind = name.rpartition(".")
         if kind == "json":
             if pending_key is not None:
-                stats.skipped_samples += 1  # a header without its audio
+                stats.skipped_samples += 1  # a header without its payload
             pending_key, header = key, data
             continue
-        if kind != "pcm" or key != pending_key or header is None:
-            stats.skipped_samples += 1
-            pending_key, header = None, None
-            continue
-        sample = _sample(shard, key, header, data)
+        sample = _sample(shard, key, kind, header, data) if key == pending_key and header is not None else None
         pending_key, header = None, None
         if sample is None:
             stats.skipped_samples += 1
             continue
         stats.samples += 1
         yield sample
+
+
+def index_shards(pattern: str | Path) -> Iterator[tuple[ManifestEntry, ShardRef]]:
+    """(entry, where its bytes are) for every sample, reading headers only: random access seeks later."""
+    for shard in list_shards(pattern):
+        try:
+            with tarfile.open(shard) as tar:
+                header: dict[str, Any] | None = None
+                for member in tar:
+                    key, _, kind = member.name.rpartition(".")
+                    if kind == "json":
+                        handle = tar.extractfile(member)
+                        header = {"key": key, **json.loads(handle.read())} if handle else None
+                    elif header is not None and header["key"] == key and kind == header.get("format"):
+                        entry = ManifestEntry.model_validate(header["entry"])
+                        yield entry, ShardRef(str(shard), member.offset_data, member.size, kind, dict(header["meta"]))
+                        header = None
+        except (tarfile.TarError, OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{shard}: not a readable modbind shard ({err}); re-pack it with `modbind data pack`") from None
+
+
+def read_packed(ref: ShardRef) -> PackedItem:
+    """The bytes and header of one packed item (one seek and one read)."""
+    with open(ref.shard, "rb") as handle:
+        handle.seek(ref.offset)
+        data = handle.read(ref.size)
+    if len(data) != ref.size:
+        raise DataError(f"{ref.shard}: truncated at byte {ref.offset}")
+    return PackedItem(data, ref.meta)
 
 
 _BLOCK = 512
@@ -373,19 +408,18 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def _sample(shard: Path, key: str, header: bytes, pcm: bytes) -> tuple[ManifestEntry, AudioClip] | None:
+def _sample(shard: Path, key: str, kind: str, header: bytes, data: bytes) -> tuple[ManifestEntry, PackedItem] | None:
     try:
         meta = json.loads(header)
         entry = ManifestEntry.model_validate(meta["entry"])
-        sample_rate = int(meta["sample_rate"])
+        packed_format, item_meta = str(meta["format"]), dict(meta["meta"])
     except (ValueError, KeyError, TypeError) as err:
         log.warning("%s: sample %s has an unreadable header (%s); skipped", shard, key, err)
         return None
-    if len(pcm) % 2 or len(pcm) // 2 != meta.get("num_samples", len(pcm) // 2) or not pcm:
-        log.warning("%s: sample %s has %d PCM bytes, expected %s samples; skipped", shard, key, len(pcm),
-                    meta.get("num_samples"))
+    if kind != packed_format:
+        log.warning("%s: sample %s holds a '%s' member, its header says '%s'; skipped", shard, key, kind, packed_format)
         return None
-    return entry, AudioClip(samples=decode_pcm16(pcm), sample_rate=sample_rate)
+    return entry, PackedItem(data, item_meta)
 
 
 def is_shard_source(path: str | Path) -> bool:

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from modbind.config import AnchorConfig
-from modbind.data.manifest import ManifestEntry, read_manifest
+from modbind import AnchorConfig, ManifestEntry, read_manifest
+from modbind.atomic import write_json_atomic
 from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
-from modbind.atomic import write_json_atomic
 from modbind.demo.markers import read_marker
 from modbind.demo.world import WorldPaths
 
@@ -104,7 +103,7 @@ def build_demo_anchor(world: WorldPaths, recipe: AnchorRecipe = AnchorRecipe(), 
         if on_step is not None:
             on_step(recipe.steps)
         return DemoAnchor(target.resolve(), recipe, cached)
-    from modbind.anchor.tiny import build_tiny_openclip, save_openclip_weights
+    from modbind.anchor import build_tiny_openclip, save_openclip_weights
 
     started = time.perf_counter()
     texts = all_template_texts(world.spec.concepts(), world.spec.languages)

@@ -1,7 +1,7 @@
 """``modbind demo``: world → anchors → align on English captions only → evaluate → table.
 
 The steps are the real ones a user runs on real data: the anchor is an open_clip ``local-dir:`` model
-loaded by :func:`modbind.anchor.load_anchor`; alignment is :func:`modbind.train.trainer.run_alignment`
+loaded by :func:`modbind.load_anchor`; alignment is :func:`modbind.align`
 (what ``modbind align`` runs) with the audio_beats plugin; the trained encoder is reloaded from its export
 with :func:`modbind.load`. Two controls run beside the method: the same encoder untrained (chance), and
 the same pipeline on an anchor trained on English captions only (multilingual transfer must vanish
@@ -18,8 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modbind.config import AnchorConfig, Recipe
-from modbind.demo.anchor import AnchorRecipe, DemoAnchor, build_demo_anchor, default_cache_dir
+from modbind import AnchorConfig, Recipe
+from modbind.demo.anchor import (
+    AnchorRecipe,
+    DemoAnchor,
+    build_demo_anchor,
+    default_cache_dir,
+)
 from modbind.demo.parallel import Job, SideBySide, StepCallback
 from modbind.demo.report import DemoReport, Row, markdown_table, write_report
 from modbind.demo.scoring import EvalSet, anchor_ceiling, evaluate_model, measures
@@ -174,9 +179,9 @@ def anchor_job(world: WorldPaths, recipe: AnchorRecipe, cache_dir: Path, *, on_s
 
 def align_job(recipe: Recipe, *, on_step: StepCallback) -> Path:
     """Train through the same function ``modbind align`` calls; returns the export folder."""
-    from modbind.train.trainer import run_alignment
+    import modbind
 
-    return Path(run_alignment(recipe, progress=False, on_step=lambda report: on_step(report.step)).export_dir)
+    return Path(modbind.align(recipe, progress=False, on_step=lambda report: on_step(report.step)).export_dir)
 
 
 def _evaluate(side_by_side: SideBySide, exports: dict[str, Path], anchors: dict[str, DemoAnchor], tests: EvalSet,
@@ -209,9 +214,9 @@ class UntrainedEncoder:
     seed: int
 
     def build(self) -> Any:
-        from modbind.train.export import build_aligned_model
+        import modbind
 
-        return build_aligned_model(self.plugin, self.options, self.anchor, seed=self.seed)
+        return modbind.untrained(self.plugin, self.options, self.anchor, seed=self.seed)
 
 
 def evaluate_job(source: Path | UntrainedEncoder, tests: EvalSet, languages: list[str], report_dir: Path,
@@ -229,9 +234,9 @@ def evaluate_job(source: Path | UntrainedEncoder, tests: EvalSet, languages: lis
 def ceiling_job(anchor: AnchorConfig, tests: EvalSet, languages: list[str], *, on_step: StepCallback
                 ) -> dict[str, float]:
     """The anchor's own text→image zero-shot: the ceiling audio can inherit."""
-    from modbind.anchor import load_anchor
+    import modbind
 
-    ceiling = anchor_ceiling(load_anchor(anchor), tests, languages)
+    ceiling = anchor_ceiling(modbind.load_anchor(anchor), tests, languages)
     on_step(1)
     return ceiling
 

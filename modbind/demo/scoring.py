@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modbind.data.manifest import ManifestEntry, read_manifest
+from modbind import ManifestEntry, read_manifest
 from modbind.demo.captions import PROMPTS
 from modbind.demo.world import WorldPaths
-from modbind.eval.metrics import chance_recall, relevance_from_groups
+from modbind.eval import chance_recall, relevance_from_groups
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -99,7 +99,7 @@ def demo_suite(world: WorldPaths, languages: Sequence[str]) -> Any:
     Retrieval and audio→image match on the concept set (``match: labels``); zero-shot uses the world's
     class file (labels and prompt per language).
     """
-    from modbind.eval.suite import Suite, SuiteTask
+    from modbind import Suite, SuiteTask
 
     return Suite(name="modbind demo", tasks=[
         SuiteTask(task="retrieval", data=world.test, name="audio→text (en)", languages=["en"],
@@ -118,25 +118,20 @@ def evaluate_model(model: Any, tests: EvalSet, languages: Sequence[str], *, repo
     The suite's own report (JSON, Markdown, plots) goes to ``report_dir``. Two-concept zero-shot is
     scored here on the suite's embeddings: the suite's zero-shot task is single-label by definition.
     """
-    from modbind.eval.embedder import Embedder
-    from modbind.eval.suite import evaluate
+    import modbind
 
-    embedder = Embedder(model, batch_size=64, progress=progress, cache_dir=cache_dir)
     suite = demo_suite(tests.world, languages)
-    trained = model.card.get("metrics", {}).get("trained", True)
-    info = {"path": str(model_path) if model_path else None, "untrained": not trained, "card": model.card}
-    results, _ = evaluate(embedder, suite, report_dir, model_info=info, settings={"suite": suite.name})
-    retrieval, zeroshot, emergent = results
+    evaluation = modbind.evaluate(model, suite, report_dir, cache_dir=cache_dir, progress=progress,
+                                  model_path=model_path)
+    retrieval, zeroshot, emergent = evaluation.results
     a2t = _row(retrieval.rows, language="en", direction=f"{model.plugin.modality}→text")
     a2i = _row(emergent.rows, direction=f"{model.plugin.modality}→image")
     values = {"a2t_r1_en": a2t["R@1"], "a2t_r10_en": a2t["R@10"], "a2i_r1": a2i["R@1"], "a2i_r10": a2i["R@10"]}
     for lang in languages:
         values[f"zs_single_{lang}"] = _row(zeroshot.rows, language=lang)["top-1"]
     if tests.scenes:
-        scenes, kept, _ = embedder.items(tests.audio_paths(tests.scenes))
-        if len(kept) != len(tests.scenes):
-            raise ValueError(f"{len(tests.scenes) - len(kept)} scene clips of {tests.world.root} could not be read")
-        values.update(pair_zero_shot(scenes.numpy(), tests.scenes, tests.world, embedder.texts, languages))
+        scenes = model.encode(tests.audio_paths(tests.scenes), batch_size=64)
+        values.update(pair_zero_shot(scenes.numpy(), tests.scenes, tests.world, model.encode_text, languages))
     return values
 
 

@@ -25,10 +25,10 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from modbind.data.manifest import ManifestEntry, write_manifest
+from modbind import ManifestEntry, write_manifest
+from modbind.atomic import atomic_path, write_json_atomic
 from modbind.demo.captions import PROMPTS, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES, Concept
-from modbind.atomic import atomic_path, write_json_atomic
 from modbind.demo.markers import read_marker
 from modbind.demo.picture import draw_scene
 from modbind.demo.sound import SAMPLE_RATE, render_scene

@@ -6,3 +6,22 @@ Modules: :mod:`~modbind.eval.metrics` (retrieval / zero-shot numbers), :mod:`~mo
 :mod:`~modbind.eval.emergent`), :mod:`~modbind.eval.suite`, :mod:`~modbind.eval.report` and
 :mod:`~modbind.eval.collection` (``modbind embed``). The protocol is documented in docs/eval-protocol.md.
 """
+
+from __future__ import annotations
+
+from modbind.lazy import lazy_exports
+
+_LAZY = {
+    "Embedder": "modbind.eval.embedder",
+    "TaskResult": "modbind.eval.result",
+    "Suite": "modbind.eval.suite",
+    "SuiteTask": "modbind.eval.suite",
+    "bidirectional_retrieval": "modbind.eval.metrics",
+    "chance_recall": "modbind.eval.metrics",
+    "classification_metrics": "modbind.eval.metrics",
+    "relevance_from_groups": "modbind.eval.metrics",
+}
+
+__getattr__ = lazy_exports("modbind.eval", _LAZY)
+
+__all__ = list(_LAZY)

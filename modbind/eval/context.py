@@ -105,13 +105,7 @@ class EvalContext:
 
 
 def crop_policy(model: Any | None) -> str:
-    """The deterministic evaluation crop, in words, from the plugin's options."""
+    """The deterministic evaluation policy, in the plugin's own words."""
     if model is None:
         return "no modality encoder (anchor only)"
-    options = model.options
-    seconds = getattr(options, "clip_seconds", None)
-    if seconds is not None:
-        rate = getattr(options, "sample_rate", None)
-        return (f"deterministic: first {seconds:g} s window of each clip (resampled to {rate} Hz), shorter clips "
-                "right-padded with zeros and masked; no random crops")
-    return f"deterministic: plugin '{model.plugin.name}' preprocessing with train=False (no random crops)"
+    return model.plugin.eval_policy(model.options)

@@ -1,31 +1,24 @@
 """Embeddings for evaluation: the aligned model's items, the frozen anchor's texts and images, cached.
 
-One :class:`Embedder` serves every task of a run, so a clip embedded for retrieval is not embedded again
-for zero-shot classification. The frozen towers' outputs also persist on disk (captions in the anchor's
-:class:`~modbind.anchor.CaptionCache`, images in :class:`ImageEmbeddingCache`), keyed by the anchor's
-identity, so re-running an evaluation never re-embeds a caption or picture.
+One :class:`Embedder` serves every task of a run, so an item embedded for retrieval is not embedded again
+for zero-shot classification. The frozen towers' outputs also persist on disk in the anchor's
+:class:`~modbind.anchor.EmbeddingCache` (captions keyed by their text, pictures by their file's bytes),
+per anchor identity, so re-running an evaluation never re-embeds a caption or picture.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modbind.atomic import atomic_path
 from modbind.errors import ModbindError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -51,51 +44,9 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("modbind")) / "eval"
 
 
-class ImageEmbeddingCache:
-    """Image embeddings of one anchor keyed by the sha256 of the image file's bytes.
-
-    Each write adds an immutable safetensors shard (temp file + rename) holding its keys in the metadata,
-    so concurrent evaluations never see a half-written file.
-    """
-
-    def __init__(self, root: Path | None, anchor_identity: str):
-        """``root=None`` keeps embeddings in memory only (nothing written)."""
-        self.folder = Path(root) / _slug(anchor_identity) if root is not None else None
-        self._rows: dict[str, Tensor] = {}
-        if self.folder is not None:
-            for shard in sorted(self.folder.glob("images-*.safetensors")):
-                self._load_shard(shard)
-
-    def _load_shard(self, path: Path) -> None:
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                keys = json.loads((handle.metadata() or {}).get("keys", "[]"))
-                embeddings = handle.get_tensor("embeddings")
-        except (OSError, SafetensorError, ValueError):
-            return  # a foreign or damaged shard is ignored; its images are simply embedded again
-        if len(keys) == len(embeddings):
-            self._rows.update(zip(keys, embeddings))
-
-    def get(self, key: str) -> Tensor | None:
-        return self._rows.get(key)
-
-    def add(self, keys: Sequence[str], embeddings: Tensor) -> None:
-        self._rows.update(zip(keys, embeddings))
-        if not keys or self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"images-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        with atomic_path(self.folder / name) as tmp:
-            save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"keys": json.dumps(list(keys))})
-
-
-def _slug(identity: str) -> str:
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', identity)[:48]}-{digest}"
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def file_digest(path: Path) -> bytes:
+    """The content address of a picture in the image cache: sha256 of the file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 def load_image(path: Path) -> Any:
@@ -131,7 +82,8 @@ class Embedder:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._items: dict[str, Tensor] = {}
         self._texts: dict[str, Tensor] = {}
-        self._images: ImageEmbeddingCache | None = None
+        self._images: Any | None = None
+        self._image_memory: dict[bytes, Tensor] = {}
         self._captions: Any | None = None
 
     @property
@@ -215,32 +167,43 @@ class Embedder:
 
     def images(self, paths: Sequence[Path]) -> tuple[Tensor, list[int], list[Failure]]:
         """Anchor image embeddings of the decodable files among ``paths`` (content-addressed cache)."""
-        cache = self._image_cache()
-        found: dict[int, Tensor] = {}
-        pending: list[tuple[int, str, Any]] = []
+        keys: dict[int, bytes] = {}
         failures: list[Failure] = []
-        for index, path in enumerate(tqdm(paths, desc="reading images", unit="image", disable=not self.progress)):
+        for index, path in enumerate(paths):
             try:
-                key = file_digest(Path(path))
-                hit = cache.get(key)
-                if hit is not None:
-                    found[index] = hit
-                    continue
-                pending.append((index, key, load_image(Path(path))))
+                keys[index] = file_digest(Path(path))
             except DECODE_ERRORS as err:
                 failures.append(Failure(str(path), _reason(err)))
+        found = {i: self._image_memory[k] for i, k in keys.items() if k in self._image_memory}
+        cache = self._image_cache()
+        lookup = [i for i in keys if i not in found]
+        if cache is not None and lookup:
+            present = [i for i, row in zip(lookup, cache.rows([keys[i] for i in lookup])) if row >= 0]
+            if present:
+                found.update(zip(present, cache.fetch([keys[i] for i in present])))
+        pending: list[tuple[int, Any]] = []
+        for index in tqdm([i for i in keys if i not in found], desc="reading images", unit="image",
+                          disable=not self.progress):
+            try:
+                pending.append((index, load_image(Path(paths[index]))))
+            except DECODE_ERRORS as err:
+                failures.append(Failure(str(paths[index]), _reason(err)))
         if pending:
-            embedded = self.anchor.encode_image([p[2] for p in pending], batch_size=self.batch_size,
+            embedded = self.anchor.encode_image([image for _, image in pending], batch_size=self.batch_size,
                                                 progress=self.progress)
-            cache.add([p[1] for p in pending], embedded)
-            found.update({p[0]: e for p, e in zip(pending, embedded)})
+            if cache is not None:
+                cache.add([keys[i] for i, _ in pending], embedded)
+            found.update(zip([i for i, _ in pending], embedded))
+        self._image_memory.update((keys[i], row) for i, row in found.items())
         kept = sorted(found)
         return self._stack([found[i] for i in kept]), kept, failures
 
-    def _image_cache(self) -> ImageEmbeddingCache:
-        if self._images is None:
-            root = self.cache_dir / "images" if self.cache_dir is not None else None
-            self._images = ImageEmbeddingCache(root, self.anchor.identity)
+    def _image_cache(self) -> Any | None:
+        """The on-disk image cache of this anchor, or None with caching off."""
+        if self._images is None and self.cache_dir is not None:
+            from modbind.anchor import EmbeddingCache
+
+            self._images = EmbeddingCache(self.cache_dir / "images", self.anchor.identity)
         return self._images
 
     def _stack(self, rows: list[Tensor]) -> Tensor:

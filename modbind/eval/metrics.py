@@ -241,7 +241,7 @@ class ClassificationMetrics:
     mean_of_folds: dict[int, float]
     fold_sizes: dict[str, int]
     ranking: RetrievalMetrics
-    clips: int
+    items: int
     classes: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -252,13 +252,13 @@ class ClassificationMetrics:
         out["fold sizes"] = dict(self.fold_sizes)
         ranking = self.ranking.as_dict()
         out.update({key: ranking[key] for key in ("R@10", "mAP@10", "median rank", "mean rank")})
-        out["clips"] = self.clips
+        out["items"] = self.items
         out["classes"] = self.classes
         return out
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per clip: is the true class among the k highest logits (ties: lower class index first)."""
+    """Per item: is the true class among the k highest logits (ties: lower class index first)."""
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     order = np.argsort(-logits, axis=1, kind="stable")[:, : min(k, logits.shape[1])]
@@ -273,7 +273,7 @@ def classification_metrics(
     ks: Sequence[int] = (1, 5),
     tie_policy: str = DEFAULT_TIE_POLICY,
 ) -> ClassificationMetrics:
-    """Top-k accuracy pooled over every clip, per fold and as the mean of per-fold accuracies.
+    """Top-k accuracy pooled over every item, per fold and as the mean of per-fold accuracies.
 
     The mean of folds is what WavCaps reports for UrbanSound8K (unequal folds); for ESC-50 (equal folds)
     it equals the pooled accuracy.
@@ -281,7 +281,7 @@ def classification_metrics(
     logits = np.asarray(logits)
     labels = np.asarray(labels, dtype=np.int64)
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-        raise ModbindError(f"logits must be (clips, classes) and labels (clips,); got {logits.shape} and {labels.shape}")
+        raise ModbindError(f"logits must be (items, classes) and labels (items,); got {logits.shape} and {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ModbindError(f"labels must lie in [0, {logits.shape[1]}) (one per class column)")
     correct = {k: topk_correct(logits, labels, k) for k in ks}
@@ -302,7 +302,7 @@ def classification_metrics(
         mean_of_folds=mean_of_folds,
         fold_sizes=fold_sizes,
         ranking=retrieval_metrics(logits, relevant, tie_policy=tie_policy),
-        clips=int(logits.shape[0]),
+        items=int(logits.shape[0]),
         classes=int(logits.shape[1]),
     )
 

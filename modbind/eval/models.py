@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modbind.config import AnchorConfig
 from modbind.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modbind.plugins import Registry
 
 
 def anchor_config(model: str, pretrained: str | None = None) -> AnchorConfig:
@@ -18,6 +21,7 @@ def anchor_config(model: str, pretrained: str | None = None) -> AnchorConfig:
 
 def resolve_model(
     path: Path | None,
+    registry: Registry,
     *,
     untrained: bool = False,
     plugin: str | None = None,
@@ -27,29 +31,35 @@ def resolve_model(
     device: str = "cpu",
     seed: int = 0,
 ) -> tuple[Any | None, Any | None, dict[str, Any]]:
-    """(aligned model or None, anchor or None, what to record about it in a report)."""
+    """(aligned model or None, anchor or None, what to record about it in a report).
+
+    ``registry`` supplies the plugins an exported card or ``--plugin`` names, and anchor providers.
+    """
     if untrained:
         if path is not None:
             raise ConfigError("--untrained builds a fresh encoder: pass --plugin (and --anchor), not a MODEL folder")
         if not plugin:
             raise ConfigError("--untrained needs --plugin NAME (see `modbind plugins`)")
-        from modbind.train.export import build_aligned_model
+        from modbind.model import build_aligned_model
 
         config = anchor_config(anchor, anchor_pretrained) if anchor else AnchorConfig()
-        model = build_aligned_model(plugin, plugin_options or {}, config, seed=seed, device=device)
+        encoder_plugin = registry.encoder(plugin)
+        model = build_aligned_model(encoder_plugin, encoder_plugin.options(plugin_options or {}), config,
+                                    registry.anchor_provider(config.model), seed=seed, device=device)
         return model, None, {"path": None, "untrained": True, "seed": seed, "card": model.card}
     if path is not None:
         if plugin or plugin_options or anchor:
             raise ConfigError("--plugin/--plugin-option/--anchor only apply with --untrained or without a MODEL; "
                               "an exported MODEL uses the plugin and anchor named in its card.json")
-        from modbind.train.export import load_aligned_model
+        from modbind.model import load_aligned_model
 
-        model = load_aligned_model(path, device=device)
+        model = load_aligned_model(path, registry, device=device)
         return model, None, {"path": str(path), "untrained": False, "card": model.card}
     if anchor:
         from modbind.anchor import load_anchor
 
-        loaded = load_anchor(anchor_config(anchor, anchor_pretrained), device=device)
+        config = anchor_config(anchor, anchor_pretrained)
+        loaded = load_anchor(config, registry.anchor_provider(config.model), device=device)
         return None, loaded, {"path": None, "untrained": False, "anchor_only": True,
                               "card": {"anchor_identity": loaded.identity}}
     raise ConfigError("give an exported MODEL folder, --untrained --plugin NAME, or --anchor for anchor-only baselines")

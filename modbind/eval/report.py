@@ -19,7 +19,7 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
 RETRIEVAL_COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "median rank", "mean rank", "gallery", "chance R@1")
-CLASSIFICATION_COLUMNS = ("top-1", "top-5", "top-1 (mean of folds)", "top-5 (mean of folds)", "classes", "clips",
+CLASSIFICATION_COLUMNS = ("top-1", "top-5", "top-1 (mean of folds)", "top-5 (mean of folds)", "classes", "items",
                           "chance top-1")
 BAR_METRICS = {"retrieval": ("R@1", "R@5", "R@10", "mAP@10"), "classification": ("top-1", "top-5")}
 

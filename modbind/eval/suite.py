@@ -19,17 +19,23 @@ A suite file::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modbind.contracts import describe_validation_error
-from modbind.errors import ConfigError
+from modbind.contracts import EvalTask, describe_validation_error
+from modbind.errors import ConfigError, ModbindError
 from modbind.eval.context import EvalContext
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY, check_tie_policy
 from modbind.eval.result import TaskResult
 from modbind.recipes import read_yaml
+
+
+class TaskLookup(Protocol):
+    """Evaluation tasks by name (``Registry.eval_tasks``); ``get`` raises a clear error for unknown names."""
+
+    def get(self, name: str) -> EvalTask: ...
 
 
 class SuiteTask(BaseModel):
@@ -75,12 +81,10 @@ def _relative_to(path: Path, folder: Path) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def run_task(embedder: Embedder, spec: SuiteTask, *, tie_policy: str = DEFAULT_TIE_POLICY,
+def run_task(embedder: Embedder, spec: SuiteTask, tasks: TaskLookup, *, tie_policy: str = DEFAULT_TIE_POLICY,
              languages: list[str] | None = None) -> TaskResult:
-    """Run one task on one manifest (the task comes from the plugin registry)."""
-    from modbind.plugins import get_registry
-
-    task = get_registry().eval_tasks.get(spec.task)
+    """Run one task on one manifest; ``tasks`` looks up the task by name (the registry's eval tasks)."""
+    task = tasks.get(spec.task)
     context = EvalContext.from_manifest(
         embedder, spec.data, spec.root, languages=spec.languages or languages,
         tie_policy=check_tie_policy(tie_policy), label=spec.name or f"{spec.task}: {Path(spec.data).name}",
@@ -91,27 +95,38 @@ def run_task(embedder: Embedder, spec: SuiteTask, *, tie_policy: str = DEFAULT_T
     return result
 
 
-def run_suite(embedder: Embedder, suite: Suite, *, tie_policy: str | None = None,
+def run_suite(embedder: Embedder, suite: Suite, tasks: TaskLookup, *, tie_policy: str | None = None,
               languages: list[str] | None = None) -> list[TaskResult]:
     """Every task of the suite in order, sharing the embedder (so items are embedded once)."""
     policy = tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY
-    return [run_task(embedder, spec, tie_policy=policy, languages=languages or suite.languages) for spec in suite.tasks]
+    return [run_task(embedder, spec, tasks, tie_policy=policy, languages=languages or suite.languages)
+            for spec in suite.tasks]
+
+
+def check_suite_tasks(suite: Suite, tasks: TaskLookup, where: Path | str) -> None:
+    """Fail before any embedding when the suite names a task nobody provides."""
+    for index, spec in enumerate(suite.tasks):
+        try:
+            tasks.get(spec.task)
+        except ModbindError as err:
+            raise ConfigError(f"{where}: tasks.{index}.task: {err}") from None
 
 
 def evaluate(
     embedder: Embedder,
     suite: Suite,
     out_dir: Path,
+    tasks: TaskLookup,
     *,
     model_info: dict[str, Any],
     tie_policy: str | None = None,
     languages: list[str] | None = None,
     settings: dict[str, Any] | None = None,
 ) -> tuple[list[TaskResult], dict[str, Path]]:
-    """Run a suite and write its report (what ``modbind eval`` and the trainer's post-training eval call)."""
+    """Run a suite and write its report (what ``modbind eval`` and post-training evaluation call)."""
     from modbind.eval.report import build_report, write_report
 
-    results = run_suite(embedder, suite, tie_policy=tie_policy, languages=languages)
+    results = run_suite(embedder, suite, tasks, tie_policy=tie_policy, languages=languages)
     recorded = {"tie_policy": tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY, "languages": languages,
                 "batch_size": embedder.batch_size, "cache_dir": str(embedder.cache_dir) if embedder.cache_dir else None,
                 **(settings or {})}
@@ -119,11 +134,12 @@ def evaluate(
     return results, written
 
 
-def evaluate_model(model: Any, suite_file: Path, out_dir: Path, *, languages: list[str] | None = None,
-                   batch_size: int = 64, cache_dir: Path | None = None, progress: bool = True) -> dict[str, Path]:
-    """Evaluate an in-memory :class:`~modbind.train.export.AlignedModel` on a suite file (e.g. after training)."""
+def evaluate_model(model: Any, suite_file: Path, out_dir: Path, tasks: TaskLookup, *,
+                   languages: list[str] | None = None, batch_size: int = 64, cache_dir: Path | None = None,
+                   progress: bool = True) -> dict[str, Path]:
+    """Evaluate an in-memory :class:`~modbind.model.AlignedModel` on a suite file (e.g. after training)."""
     embedder = Embedder(model, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
     info = {"path": None, "untrained": not model.card.get("metrics", {}).get("trained", True), "card": model.card}
-    _, written = evaluate(embedder, load_suite(suite_file), out_dir, model_info=info, languages=languages,
+    _, written = evaluate(embedder, load_suite(suite_file), out_dir, tasks, model_info=info, languages=languages,
                           settings={"suite": str(suite_file)})
     return written

@@ -1,29 +1,15 @@
-"""Zero-shot prompt templates: the LAION-CLAP default and its translations for the paper's 12 languages."""
+"""Zero-shot prompt templates: which one a language gets, and the anchor's own picture prompts.
+
+The default prompt for a modality comes from its plugin (``EncoderPlugin.zeroshot_templates``, e.g. the
+audio plugins' "This is a sound of {}." in 12 languages); the picture prompts below serve the anchor-only
+baseline, whose items are the anchor's images.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from modbind.errors import ConfigError
-
-DEFAULT_TEMPLATE = "This is a sound of {}."
-"""LAION-CLAP's zero-shot prompt (``f"This is a sound of {t}."``)."""
-
-TRANSLATED_TEMPLATES: dict[str, str] = {
-    "en": DEFAULT_TEMPLATE,
-    "pt": "Este é um som de {}.",
-    "es": "Este es un sonido de {}.",
-    "fr": "Ceci est un son de {}.",
-    "de": "Das ist ein Geräusch von {}.",
-    "zh": "这是{}的声音。",
-    "ja": "これは{}の音です。",
-    "ru": "Это звук: {}.",
-    "tr": "Bu bir {} sesidir.",
-    "hi": "यह {} की आवाज़ है।",
-    "ar": "هذا صوت {}.",
-    "sw": "Hii ni sauti ya {}.",
-}
-"""Translations of :data:`DEFAULT_TEMPLATE`; ``{}`` takes the class name in the same language."""
 
 IMAGE_TEMPLATES: dict[str, str] = {
     "en": "a photo of {}.",
@@ -48,12 +34,11 @@ def templates_for(
     override: str | Sequence[str] | None = None,
     per_language: Mapping[str, str | Sequence[str]] | None = None,
     from_classes: Mapping[str, str | Sequence[str]] | None = None,
-    images: bool = False,
+    builtin: Mapping[str, str],
 ) -> list[str] | None:
     """The prompt templates for ``language``, by priority: one template for every language, a
-    per-language option, the class file's prompts, the built-in translation (of the sound prompt, or
-    of the picture prompt when ``images``); None when there is none."""
-    builtin = IMAGE_TEMPLATES if images else TRANSLATED_TEMPLATES
+    per-language option, the class file's prompts, the ``builtin`` default (the plugin's templates, or
+    :data:`IMAGE_TEMPLATES` for the anchor's pictures); None when there is none."""
     for source in (override, (per_language or {}).get(language), (from_classes or {}).get(language),
                    builtin.get(language)):
         if source:

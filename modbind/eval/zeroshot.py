@@ -2,7 +2,7 @@
 
 Class names and their translations come from the manifest (``labels[lang][i]`` translates
 ``labels["en"][i]``) or from a class file (``--option classes=classes.json`` with ``labels: {lang: [...]}``
-in class order and optional ``prompts: {lang: template}``). Ground truth is each clip's single label in
+in class order and optional ``prompts: {lang: template}``). Ground truth is each item's single label in
 ``label_language``; class order is the class file's, else alphabetical.
 """
 
@@ -25,7 +25,7 @@ from modbind.eval.context import EvalContext, TaskOptions, crop_policy
 from modbind.eval.metrics import ClassificationMetrics, classification_metrics
 from modbind.eval.result import TaskResult
 from modbind.eval.retrieval import embed_side, similarity
-from modbind.eval.templates import check_template, templates_for
+from modbind.eval.templates import IMAGE_TEMPLATES, check_template, templates_for
 
 
 class ZeroShotOptions(TaskOptions):
@@ -37,7 +37,7 @@ class ZeroShotOptions(TaskOptions):
     """JSON class file: ``labels`` (or ``names``) per language in class order, optional ``prompts``."""
     tower: Literal["model", "image"] = "model"
     label_language: str = "en"
-    """Language of the labels that define each clip's class."""
+    """Language of the labels that define each item's class."""
 
 
 class ZeroShotTask(EvalTask):
@@ -94,9 +94,9 @@ def class_names_in(language: str, classes: Sequence[str], entries: Sequence[Mani
     return names, conflicts
 
 
-def select_clips(context: EvalContext, class_file: dict[str, Any] | None, language: str,
+def select_items(context: EvalContext, class_file: dict[str, Any] | None, language: str,
                  result: TaskResult) -> tuple[list[str], list[ManifestEntry]]:
-    """The classes and the clips with exactly one known label; the rest are excluded and counted."""
+    """The classes and the items with exactly one known label; the rest are excluded and counted."""
     labelled = [e for e in context.entries if single_label(e, language) is not None]
     no_label = [e.id for e in context.entries if not any(label.strip() for label in e.labels.get(language, []))]
     several = [e.id for e in context.entries if len([label for label in e.labels.get(language, []) if label.strip()]) > 1]
@@ -106,7 +106,7 @@ def select_clips(context: EvalContext, class_file: dict[str, Any] | None, langua
                    "exactly one class per clip)", len(several), examples=several)
     if class_file is not None:
         if language not in class_file["labels"]:
-            raise ConfigError(f"{class_file['path']}: has no '{language}' labels to match the clips' labels against")
+            raise ConfigError(f"{class_file['path']}: has no '{language}' labels to match the items' labels against")
         classes = list(class_file["labels"][language])
     else:
         classes = sorted({single_label(e, language) or "" for e in labelled})
@@ -116,8 +116,8 @@ def select_clips(context: EvalContext, class_file: dict[str, Any] | None, langua
                    "classes", len(unknown), examples=[f"{e.id}: {single_label(e, language)}" for e in unknown])
     labelled = [e for e in labelled if single_label(e, language) in known]
     if not labelled or len(classes) < 2:
-        raise DataError(f"zero-shot classification needs clips with one '{language}' label each and at least 2 "
-                        f"classes; {context.manifest} has {len(labelled)} such clips and {len(classes)} classes")
+        raise DataError(f"zero-shot classification needs items with one '{language}' label each and at least 2 "
+                        f"classes; {context.manifest} has {len(labelled)} such items and {len(classes)} classes")
     return classes, labelled
 
 
@@ -142,20 +142,23 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         check_template(template)
     class_file = read_class_file(opts.classes, context) if opts.classes is not None else None
     lang0 = opts.label_language
-    classes, labelled = select_clips(context, class_file, lang0, result)
+    classes, labelled = select_items(context, class_file, lang0, result)
     embeddings, kept, side = embed_side(context, labelled, opts.tower, result)
     index_of = {name: i for i, name in enumerate(classes)}
     truth = np.array([index_of[single_label(e, lang0)] for e in kept])
     with_folds = all(e.fold is not None for e in kept)
+    builtin = IMAGE_TEMPLATES if opts.tower == "image" else context.embedder.require_model().plugin.zeroshot_templates
+    noun = "pictures" if opts.tower == "image" else context.embedder.require_model().plugin.item_noun
     used_templates: dict[str, list[str]] = {}
     used_names: dict[str, list[str | None]] = {}
     for language in languages:
         names, conflicts = class_names_in(language, classes, context.entries, lang0, class_file)
         templates = templates_for(language, override=opts.template, per_language=opts.templates,
-                                  from_classes=(class_file or {}).get("prompts"), images=opts.tower == "image")
+                                  from_classes=(class_file or {}).get("prompts"), builtin=builtin)
         if templates is None:
             result.rows.append({"language": language, "skipped": f"no prompt template for '{language}'"})
-            result.messages.append(f"{language}: skipped, no prompt template (set option templates.{language})")
+            result.messages.append(f"{language}: skipped, no prompt template (set option templates.{language}, "
+                                   "or template= for every language)")
             continue
         for template in templates:
             check_template(template)
@@ -168,7 +171,7 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
             continue
         absent = [classes[i] for i, n in enumerate(names) if n is None]
         result.exclude("class_names_missing", f"{len(absent)} classes have no '{language}' name ({', '.join(absent[:5])}"
-                       f"{' …' if len(absent) > 5 else ''}): those classes and their {len(truth) - len(keep_rows)} clips "
+                       f"{' …' if len(absent) > 5 else ''}): those classes and their {len(truth) - len(keep_rows)} {noun} "
                        f"are left out of the {language} row", len(truth) - len(keep_rows), scope=language,
                        examples=absent)
         if conflicts:
@@ -184,7 +187,7 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         result.ranks[f"{language} {side}→class"] = metrics.ranking.ranks0.tolist()
         used_templates[language] = templates
         used_names[language] = names
-        result.messages.append(f"{language}: {metrics.clips} clips, {len(present)} classes "
+        result.messages.append(f"{language}: {metrics.items} {noun}, {len(present)} classes "
                                f"(chance top-1 {100.0 / len(present):.2f}%)")
     result.protocol = {
         **context.protocol(),
@@ -199,7 +202,7 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         "class_order": "class file order" if class_file else f"alphabetical '{lang0}' labels",
         "class_file": class_file["path"] if class_file else None,
         "folds": sorted({str(e.fold) for e in kept}) if with_folds else None,
-        "fold_rule": "top-k per fold, then the mean of per-fold values (WavCaps); pooled over all clips as well",
+        "fold_rule": "top-k per fold, then the mean of per-fold values (WavCaps); pooled over all items as well",
         "crop_policy": crop_policy(context.embedder.model) if opts.tower == "model" else "anchor image transform",
         "units": "accuracy in percent; ties in top-k broken towards the lower class index",
     }

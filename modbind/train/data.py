@@ -21,17 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from modbind.config import DataSource
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind.data.manifest import iter_manifest
+from modbind.data.shards import ShardRef, index_shards, is_shard_source, read_packed
 from modbind.errors import ConfigError, DataError
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """Where one packed clip's PCM bytes sit inside an uncompressed tar shard (read by seeking)."""
-
-    shard: str
-    offset: int
-    size: int
-    sample_rate: int
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class Example:
     path: Path
     captions: tuple[str, ...]
     packed: ShardRef | None = None
-    """Set for items from ``modbind data pack`` shards (decoded audio); None for manifest files."""
+    """Set for items from ``modbind data pack`` shards (decoded by the plugin); None for manifest files."""
 
 
 @dataclass
@@ -88,8 +79,6 @@ def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExa
                           "--set 'data.train=[{manifest: train.jsonl}]'")
     read: list[SourceExamples] = []
     for source in sources:
-        from modbind.data.shards import is_shard_source
-
         if is_shard_source(source.manifest):
             read.append(_read_shards(source, language))
             continue
@@ -110,50 +99,17 @@ def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExa
 
 
 def _read_shards(source: DataSource, language: str) -> SourceExamples:
-    """Index packed shards once (headers only): random access later seeks straight to each clip's PCM."""
-    import json
-    import tarfile
-
-    from modbind.data.manifest import ManifestEntry
-    from modbind.data.shards import list_shards
-
+    """Index packed shards once (headers only): random access later seeks straight to each item's bytes."""
     examples, without = [], 0
-    for shard in list_shards(source.manifest):
-        try:
-            with tarfile.open(shard) as tar:
-                header: dict[str, Any] | None = None
-                for member in tar:
-                    key, _, kind = member.name.rpartition(".")
-                    if kind == "json":
-                        handle = tar.extractfile(member)
-                        header = {"key": key, **json.loads(handle.read())} if handle else None
-                    elif kind == "pcm" and header is not None and header["key"] == key:
-                        entry = ManifestEntry.model_validate(header["entry"])
-                        captions = entry.captions_in(language)
-                        if captions:
-                            ref = ShardRef(str(shard), member.offset_data, member.size, int(header["sample_rate"]))
-                            examples.append(Example(entry.id, shard, tuple(captions), ref))
-                        else:
-                            without += 1
-                        header = None
-        except (tarfile.TarError, OSError, ValueError, KeyError) as err:
-            raise DataError(f"{shard}: not a readable modbind shard ({err}); re-pack it with `modbind data pack`") from None
+    for entry, ref in index_shards(source.manifest):
+        captions = entry.captions_in(language)
+        if captions:
+            examples.append(Example(entry.id, Path(ref.shard), tuple(captions), ref))
+        else:
+            without += 1
     if not examples:
         raise DataError(f"{source.manifest}: no packed item has a '{language}' caption (data.caption_language)")
     return SourceExamples(str(source.manifest), examples, source.weight, without)
-
-
-def _read_packed(ref: ShardRef) -> Any:
-    """The decoded clip of a packed item (an audio item: shards hold PCM)."""
-    from modbind.audio.io import AudioClip
-    from modbind.data.shards import decode_pcm16
-
-    with open(ref.shard, "rb") as handle:
-        handle.seek(ref.offset)
-        data = handle.read(ref.size)
-    if len(data) != ref.size or not data:
-        raise DataError(f"{ref.shard}: truncated at byte {ref.offset}")
-    return AudioClip(samples=decode_pcm16(data), sample_rate=ref.sample_rate)
 
 
 def all_captions(sources: Sequence[SourceExamples]) -> list[str]:
@@ -203,10 +159,12 @@ class AlignmentDataset(Dataset):
         """False for validation: the plugin's deterministic eval crop policy instead of random truncation."""
         self.epoch = 0
         self.order = epoch_order(sources, 0, seed)
-        packed = any(example.packed for source in sources for example in source.examples)
-        if packed and plugin.modality != "audio":
-            raise ConfigError(f"data.train names packed audio shards, but plugin '{plugin.name}' encodes "
-                              f"{plugin.modality}; use a manifest of {plugin.modality} files")
+        formats = {example.packed.format for source in sources for example in source.examples if example.packed}
+        foreign = sorted(formats - {plugin.packed_format})
+        if foreign:
+            raise ConfigError(f"data names shards packed as '{foreign[0]}', but plugin '{plugin.name}' reads "
+                              f"{plugin.packed_format or 'no shards'}; re-pack them with `modbind data pack --plugin "
+                              f"{plugin.name}` or train from the manifest")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -222,7 +180,7 @@ class AlignmentDataset(Dataset):
         caption = example.captions[int(torch.randint(len(example.captions), (1,), generator=generator))]
         try:
             if example.packed is not None:
-                item = _read_packed(example.packed)
+                item = self.plugin.unpack_item(read_packed(example.packed), self.options)
             else:
                 item = self.plugin.load_item(example.path, self.options)
             tensors = self.plugin.preprocess(item, self.options, train=self.train, generator=generator)

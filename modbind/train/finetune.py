@@ -13,7 +13,7 @@ from torch import nn
 from modbind.config import TrainConfig
 from modbind.contracts import EncoderOptions, EncoderPlugin
 from modbind.errors import ConfigError
-from modbind.train.model import AlignedEncoder
+from modbind.model.aligned import AlignedEncoder
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,3 @@ def _inject_lora(encoder: nn.Module, targets: list[str], train: TrainConfig, plu
                           f"module names look like: {', '.join(names)}") from None
     for name, param in encoder.named_parameters():
         param.requires_grad_("lora_" in name)
-
-
-def merge_lora_(module: nn.Module) -> int:
-    """Fold every LoRA adapter into its base layer and put the plain layer back; returns how many."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return 0
-    wrapped = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, LoraLayer)]
-    for name, layer in wrapped:
-        layer.merge()
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, layer.get_base_layer())
-    return len(wrapped)

@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from modbind.atomic import atomic_write
 from modbind.config import Recipe
-from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.contracts import Batch
 from modbind.errors import ConfigError
-from modbind.recipes import dump_recipe
+from modbind.model import AlignedEncoder, AlignedModel, make_card
+from modbind.recipes import ResolvedRecipe, dump_recipe
 from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
@@ -35,14 +36,11 @@ from modbind.train.data import (
     read_sources,
 )
 from modbind.train.engine import Engine, init_distributed, latest_tag, micro_batch_size
-from modbind.train.export import AlignedModel, make_card
 from modbind.train.finetune import apply_finetune
 from modbind.train.loss import symmetric_info_nce
-from modbind.train.model import AlignedEncoder
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
-EVAL_DIR = "eval"
 METRICS_FILE = "metrics.jsonl"
 RECIPE_FILE = "recipe.yaml"
 
@@ -67,20 +65,19 @@ class RunResult:
     final_loss: float
     skipped: int
     history: list[float] = field(default_factory=list)
+    model: AlignedModel | None = None
+    """The exported model in memory (rank 0 only), e.g. for evaluating it without reloading."""
 
 
 def run_alignment(
-    recipe: Recipe,
+    resolved: ResolvedRecipe,
     *,
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> RunResult:
-    """Train ``recipe.plugin`` against ``recipe.anchor``; writes checkpoints, metrics and the export."""
-    from modbind.plugins import get_registry
-
-    plugin = get_registry().encoder(recipe.plugin.name)
-    options = plugin.options(recipe.plugin.options)
+    """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export."""
+    recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
     train = recipe.train
     rank, world, device = init_distributed()
     out = Path(recipe.output.dir)
@@ -96,7 +93,7 @@ def run_alignment(
 
     sources = read_sources(recipe.data.train, recipe.data.caption_language)
     val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
-    anchor, captions = _prepare_captions(recipe, all_captions(sources + val_sources), out, rank)
+    anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), out, rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
 
@@ -121,46 +118,39 @@ def run_alignment(
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-    loop = TrainLoop(recipe, plugin, options, engine, captions, device, rank, world, log, on_step, val_dataset)
+    loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     anchor.assert_unchanged(fingerprint)
     export_dir = out / EXPORT_DIR
+    exported = None
     if rank == 0:
         metrics = {"steps": engine.global_step, "final_loss": history[-1] if history else None,
                    "skipped_items": loop.total_skipped, "trainable_parameters": summary.trainable}
         card = make_card(plugin, options, recipe.anchor, anchor.identity, engine.module,
                          recipe=recipe.model_dump(mode="json"), metrics=metrics)
-        exported = AlignedModel(plugin, options, engine.module, card, anchor=anchor)
+        exported = AlignedModel(plugin, options, engine.module, card, anchor=anchor,
+                                anchor_provider=resolved.anchor_provider)
         exported.save(export_dir)
         log.write({"event": "export", "step": engine.global_step, "path": str(export_dir)})
     dist.barrier()
-    if rank == 0 and recipe.eval.suite is not None:  # after the barrier: other ranks need not wait for it
-        _evaluate_export(recipe, exported, out, log, engine.global_step, progress)
     return RunResult(out, export_dir, engine.global_step, history[-1] if history else math.nan,
-                     loop.total_skipped, history)
+                     loop.total_skipped, history, exported)
 
 
 class TrainLoop:
     """The epoch/step loop with its counters; split out so :func:`run_alignment` reads as the recipe."""
 
-    def __init__(self, recipe: Recipe, plugin: EncoderPlugin, options: EncoderOptions, engine: Engine,
-                 captions: Any, device: torch.device, rank: int, world: int, log: "MetricsLog",
-                 on_step: Callable[[StepReport], None] | None, val_dataset: AlignmentDataset | None = None):
-        from modbind.plugins import get_registry
-
-        self.recipe, self.plugin, self.options, self.engine = recipe, plugin, options, engine
-        self.captions, self.device, self.rank, self.world, self.log = captions, device, rank, world, log
+    def __init__(self, resolved: ResolvedRecipe, engine: Engine, captions: Any, device: torch.device, rank: int,
+                 world: int, log: "MetricsLog", on_step: Callable[[StepReport], None] | None,
+                 val_dataset: AlignmentDataset | None = None):
+        self.recipe, self.plugin, self.options = resolved.recipe, resolved.plugin, resolved.options
+        self.extra_augmentations = resolved.augmentations
+        self.engine, self.captions, self.device, self.rank, self.world, self.log = engine, captions, device, rank, world, log
         self.on_step = on_step
         self.val_dataset = val_dataset
         self.validated_step: int | None = None
         self.total_skipped = 0
-        registry = get_registry()
-        self.extra_augmentations = [(registry.augmentations.get(a.name), a.params) for a in recipe.train.augmentations]
-        for augmentation, _ in self.extra_augmentations:
-            if augmentation.modality not in ("*", plugin.modality):
-                raise ConfigError(f"train.augmentations: '{augmentation.name}' works on {augmentation.modality} "
-                                  f"features, but plugin '{plugin.name}' encodes {plugin.modality}")
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -340,26 +330,12 @@ def _tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(str(folder))
 
 
-def _evaluate_export(recipe: Recipe, model: AlignedModel, out: Path, log: "MetricsLog", step: int,
-                     progress: bool) -> None:
-    """Run ``eval.suite`` on the just-exported model into ``<output.dir>/eval/`` (rank 0 only).
-
-    ``eval.languages`` overrides the suite's own languages only when the recipe sets it explicitly.
-    """
-    from modbind.eval.suite import evaluate_model
-
-    languages = recipe.eval.languages if "languages" in recipe.eval.model_fields_set else None
-    written = evaluate_model(model, Path(recipe.eval.suite), out / EVAL_DIR, languages=languages,
-                             batch_size=recipe.eval.batch_size, progress=progress)
-    tqdm.write(f"evaluation report: {written['json']}")
-    log.write({"event": "eval", "step": step, "report": str(written["json"])})
-
-
-def _prepare_captions(recipe: Recipe, captions: list[str], out: Path, rank: int) -> tuple[Any, Any]:
+def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], out: Path, rank: int) -> tuple[Any, Any]:
     """The frozen anchor and a caption cache holding every training caption (rank 0 fills it first)."""
     from modbind.anchor import CaptionCache, load_anchor
 
-    anchor = load_anchor(recipe.anchor, device="cpu")
+    recipe = resolved.recipe
+    anchor = load_anchor(recipe.anchor, resolved.anchor_provider, device="cpu")
     root = Path(recipe.data.caption_cache) if recipe.data.caption_cache else out.parent / "caption-cache"
     cache = CaptionCache(root, anchor.identity)
     if rank == 0:

@@ -6,16 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, model_validator
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
-from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, preset_with_overrides
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
 from modbind_audio_beats.config import PRESETS
-from modbind_audio_beats.model import BeatsEncoder, coarsen_padding_mask
+from modbind_audio_beats.frontend import SAMPLE_RATE, beats_features
+from modbind_audio_beats.model import BeatsEncoder
 
 
 class BeatsOptions(AudioEncoderOptions):
@@ -29,49 +28,36 @@ class BeatsOptions(AudioEncoderOptions):
     """Override the cfg's ``encoder_layerdrop`` (0.05 in released checkpoints); None keeps it."""
 
     @model_validator(mode="after")
-    def _sixteen_khz(self) -> "BeatsOptions":
-        if self.sample_rate != BEATS_FBANK.sample_rate:
-            raise ValueError(f"BEATs works on {BEATS_FBANK.sample_rate} Hz audio; sample_rate {self.sample_rate} is not supported")
+    def _sixteen_khz(self) -> BeatsOptions:
+        if self.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"BEATs works on {SAMPLE_RATE} Hz audio; sample_rate {self.sample_rate} is not supported")
         return self
 
 
-class BeatsPlugin(AudioEncoderPlugin):
+class BeatsPlugin(AudioEncoderPlugin[BeatsOptions]):
     """BEATs (iter3 / iter3+, pre-trained or AudioSet fine-tuned) as a modbind audio encoder."""
 
     name: ClassVar[str] = "audio_beats"
     Options: ClassVar[type[EncoderOptions]] = BeatsOptions
     default_lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
 
-    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+    def featurize(self, batch: Batch, options: BeatsOptions) -> Batch:
         """Normalised BEATs fbank (B, T, 128) and the official frame padding mask (B, T)."""
-        waveform = batch["waveform"]
-        fbank = kaldi_fbank(waveform.float(), params=BEATS_FBANK)
-        sample_mask = batch.get("padding_mask")
-        if sample_mask is None:
-            frame_mask = torch.zeros(fbank.shape[:2], dtype=torch.bool, device=fbank.device)
-        else:
-            frame_mask = coarsen_padding_mask(sample_mask.bool(), fbank.shape[1])
-        return {"features": fbank, "padding_mask": frame_mask}
+        return beats_features(batch, options.sample_rate)
 
-    def build_encoder(self, options: EncoderOptions) -> BeatsEncoder:
-        opts = narrow_options(options, BeatsOptions, self.name)
-        if opts.checkpoint is not None:
-            return self.load_checkpoint(opts.checkpoint, opts)
-        config = preset_with_overrides(PRESETS[opts.size], opts.config, self.name)
-        return _configure(BeatsEncoder(config), opts)
+    def build_encoder(self, options: BeatsOptions) -> BeatsEncoder:
+        encoder = super().build_encoder(options)
+        if options.layerdrop is not None:
+            encoder.encoder.layerdrop = options.layerdrop
+        return encoder
 
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> BeatsEncoder:
-        opts = narrow_options(options, BeatsOptions, self.name)
-        return _configure(load_beats_checkpoint(Path(path)), opts)
+    def new_encoder(self, options: BeatsOptions) -> BeatsEncoder:
+        return BeatsEncoder(preset_with_overrides(PRESETS[options.size], options.config, self.name))
 
-
-def _configure(model: BeatsEncoder, options: BeatsOptions) -> BeatsEncoder:
-    if options.layerdrop is not None:
-        model.encoder.layerdrop = options.layerdrop
-    model.set_gradient_checkpointing(options.gradient_checkpointing)
-    return model
+    def load_checkpoint(self, path: Path, options: BeatsOptions) -> BeatsEncoder:
+        return load_beats_checkpoint(Path(path))
 
 
 @modbind.hookimpl
-def register_encoders(register: Callable[[EncoderPlugin], None]) -> None:
+def register_encoders(register: Callable[[EncoderPlugin[Any]], None]) -> None:
     register(BeatsPlugin())

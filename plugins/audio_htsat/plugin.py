@@ -12,14 +12,14 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 
 from modbind_audio_htsat.architecture import PRESETS, PresetName, ShortClipPolicy
@@ -58,7 +58,7 @@ class HtsatOptions(AudioEncoderOptions):
         return self
 
 
-class HtsatPlugin(AudioEncoderPlugin):
+class HtsatPlugin(AudioEncoderPlugin[HtsatOptions]):
     """HTS-AT (official AudioSet checkpoints or LAION-CLAP audio towers) as a modbind audio encoder."""
 
     name: ClassVar[str] = "audio_htsat"
@@ -67,22 +67,21 @@ class HtsatPlugin(AudioEncoderPlugin):
     """Attention projections and both MLP layers (``attention.output.dense``, ``intermediate.dense``,
     ``output.dense``) of every Swin block."""
 
-    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+    def featurize(self, batch: Batch, options: HtsatOptions) -> Batch:
         """``{"features": (B, T, 64) dB log-mel, "padding_mask": (B, T)}``, T = 1 + samples // hop.
 
         With the ``stretch`` policy each example's log-mel is computed from its real samples only, so the
         last frames see reflect padding of the clip itself, exactly as when the official model is given
         the short clip; padded frames hold silence (-100 dB) and are marked in the mask.
         """
-        opts = narrow_options(options, HtsatOptions, self.name)
-        params = FrontEndParams.for_rate(opts.sample_rate)
+        params = FrontEndParams.for_rate(options.sample_rate)
         waveform = batch["waveform"].float()
         mel_matrix = _mel_matrix(params).to(waveform.device)
         frames = params.frames(waveform.shape[1])
         real = _real_samples(batch.get("padding_mask"), waveform)
         real_frames = torch.tensor([params.frames(n) for n in real], device=waveform.device)
         frame_mask = torch.arange(frames, device=waveform.device)[None, :] >= real_frames[:, None]
-        if opts.short_clips == "pad" or all(n == waveform.shape[1] for n in real):
+        if options.short_clips == "pad" or all(n == waveform.shape[1] for n in real):
             return {"features": log_mel(waveform, params, mel_matrix), "padding_mask": frame_mask}
         silence = 10.0 * math.log10(params.amin)
         features = torch.full((waveform.shape[0], frames, params.n_mels), silence, device=waveform.device)
@@ -93,40 +92,33 @@ class HtsatPlugin(AudioEncoderPlugin):
             features[rows, : mel.shape[1]] = mel[:, :frames]
         return {"features": features, "padding_mask": frame_mask}
 
-    def augment(self, features: Batch, options: EncoderOptions, generator: torch.Generator | None = None) -> Batch:
+    def augment(self, features: Batch, options: HtsatOptions, generator: torch.Generator | None = None) -> Batch:
         """The shared SpecAugment, filling masked cells with the example's mean level of that mel bin.
 
         HTS-AT's features are raw dB (bn0 is part of the model), where the shared fill value 0 would be a
         loud 0 dB stripe; the official SpecAugmentation fills 0 *after* bn0, i.e. the average level.
         """
-        if not narrow_options(options, HtsatOptions, self.name).spec_augment:
+        if not options.spec_augment:
             return features
         level = _mean_level(features["features"], features.get("padding_mask"))
         out = super().augment({**features, "features": features["features"] - level}, options, generator)
         out["features"] = out["features"] + level
         return out
 
-    def build_encoder(self, options: EncoderOptions) -> HtsatEncoder:
+    def new_encoder(self, options: HtsatOptions) -> HtsatEncoder:
         from modbind_audio_htsat.encoder import HtsatEncoder
         from modbind_audio_htsat.init import init_like_official
 
-        opts = narrow_options(options, HtsatOptions, self.name)
-        if opts.checkpoint is not None:
-            return self.load_checkpoint(opts.checkpoint, opts)
-        encoder = HtsatEncoder(PRESETS[opts.architecture], short_clips=opts.short_clips,
-                               drop_path_rate=opts.drop_path_rate)
+        encoder = HtsatEncoder(PRESETS[options.architecture], short_clips=options.short_clips,
+                               drop_path_rate=options.drop_path_rate)
         init_like_official(encoder.model)
-        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
         return encoder
 
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> HtsatEncoder:
+    def load_checkpoint(self, path: Path, options: HtsatOptions) -> HtsatEncoder:
         from modbind_audio_htsat.checkpoint import load_htsat_checkpoint
 
-        opts = narrow_options(options, HtsatOptions, self.name)
-        encoder = load_htsat_checkpoint(Path(path), sample_rate=opts.sample_rate, short_clips=opts.short_clips,
-                                        drop_path_rate=opts.drop_path_rate)
-        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
-        return encoder
+        return load_htsat_checkpoint(Path(path), sample_rate=options.sample_rate, short_clips=options.short_clips,
+                                     drop_path_rate=options.drop_path_rate)
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,5 +142,5 @@ def _mean_level(features: Tensor, padding_mask: Tensor | None) -> Tensor:
 
 
 @modbind.hookimpl
-def register_encoders(register: Callable[[EncoderPlugin], None]) -> None:
+def register_encoders(register: Callable[[EncoderPlugin[Any]], None]) -> None:
     register(HtsatPlugin())

@@ -1,7 +1,7 @@
 """The ``audio_mae`` encoder plugin: AudioMAE (ViT-B/16) on the AudioMAE Kaldi fbank of 16 kHz audio.
 
 Decoding, cropping and SpecAugment come from :class:`modbind.audio.base.AudioEncoderPlugin`; the fbank
-(mean removal, hanning window, 1024 frames, AudioSet normalisation) from :mod:`modbind.audio.fbank`.
+(mean removal, hanning window, 1024 frames, AudioSet normalisation) from :mod:`modbind_audio_mae.frontend`.
 This module adds only the AudioMAE-specific parts: featurize, the encoder, its checkpoint loader.
 """
 
@@ -11,14 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import model_validator
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
-from modbind.audio.fbank import AUDIOMAE_FBANK, frame_padding_mask, kaldi_fbank
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, preset_with_overrides
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind_audio_mae.config import PRESETS, AudioMAEConfig
+from modbind_audio_mae.frontend import AUDIOMAE_FBANK, SAMPLE_RATE, audiomae_features, max_clip_seconds
 
 if TYPE_CHECKING:  # timm loads on first use, so listing plugins stays fast
     from modbind_audio_mae.model import AudioMAEEncoder
@@ -37,8 +36,8 @@ class AudioMAEOptions(AudioEncoderOptions):
 
     @model_validator(mode="after")
     def _fits_audiomae_input(self) -> "AudioMAEOptions":
-        if self.sample_rate != AUDIOMAE_FBANK.sample_rate:
-            raise ValueError(f"AudioMAE works on {AUDIOMAE_FBANK.sample_rate} Hz audio; "
+        if self.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"AudioMAE works on {SAMPLE_RATE} Hz audio; "
                              f"sample_rate {self.sample_rate} is not supported")
         longest = max_clip_seconds()
         if self.clip_seconds > longest:
@@ -51,14 +50,7 @@ class AudioMAEOptions(AudioEncoderOptions):
         return preset_with_overrides(PRESETS[self.size], self.config, AudioMAEPlugin.name)
 
 
-def max_clip_seconds() -> float:
-    """Longest clip whose frames all fit the 1024-frame input: (1024 - 1) hops plus one window."""
-    params = AUDIOMAE_FBANK
-    samples = (params.target_frames - 1) * params.shift_samples + params.window_samples
-    return samples / params.sample_rate
-
-
-class AudioMAEPlugin(AudioEncoderPlugin):
+class AudioMAEPlugin(AudioEncoderPlugin["AudioMAEOptions"]):
     """AudioMAE (pre-trained MAE encoder or AudioSet fine-tuned) as a modbind audio encoder."""
 
     name: ClassVar[str] = "audio_mae"
@@ -66,36 +58,21 @@ class AudioMAEPlugin(AudioEncoderPlugin):
     default_lora_targets: ClassVar[tuple[str, ...]] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
     """Attention and MLP linears of every block (``attn.proj``, so the patch-embedding conv is not hit)."""
 
-    def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
+    def featurize(self, batch: Batch, options: AudioMAEOptions) -> Batch:
         """Official AudioMAE fbank (B, 1024, 128) and its frame padding mask (B, 1024), True = padding."""
-        waveform = batch["waveform"].float()
-        sample_mask = batch.get("padding_mask")
-        fbank = kaldi_fbank(waveform, params=AUDIOMAE_FBANK, padding_mask=sample_mask)
-        if sample_mask is None:
-            frame_mask = torch.zeros(fbank.shape[:2], dtype=torch.bool, device=fbank.device)
-        else:
-            frame_mask = frame_padding_mask(sample_mask.to(fbank.device), fbank.shape[1], AUDIOMAE_FBANK)
-        return {"features": fbank, "padding_mask": frame_mask}
+        return audiomae_features(batch, options.sample_rate)
 
-    def build_encoder(self, options: EncoderOptions) -> AudioMAEEncoder:
+    def new_encoder(self, options: AudioMAEOptions) -> AudioMAEEncoder:
         from modbind_audio_mae.model import AudioMAEEncoder
 
-        opts = narrow_options(options, AudioMAEOptions, self.name)
-        if opts.checkpoint is not None:
-            return self.load_checkpoint(opts.checkpoint, opts)
-        encoder = AudioMAEEncoder(opts.architecture())
-        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
-        return encoder
+        return AudioMAEEncoder(options.architecture())
 
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> AudioMAEEncoder:
+    def load_checkpoint(self, path: Path, options: AudioMAEOptions) -> AudioMAEEncoder:
         from modbind_audio_mae.checkpoint import load_audiomae_checkpoint
 
-        opts = narrow_options(options, AudioMAEOptions, self.name)
-        encoder = load_audiomae_checkpoint(Path(path), opts.architecture(), pool_norm=opts.pretrained_pool_norm)
-        encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
-        return encoder
+        return load_audiomae_checkpoint(Path(path), options.architecture(), pool_norm=options.pretrained_pool_norm)
 
 
 @modbind.hookimpl
-def register_encoders(register: Callable[[EncoderPlugin], None]) -> None:
+def register_encoders(register: Callable[[EncoderPlugin[Any]], None]) -> None:
     register(AudioMAEPlugin())

@@ -43,41 +43,37 @@ class ImuConvEncoder(ModalityEncoder):
         return list(self.blocks)
 
 
-class ImuConvPlugin(EncoderPlugin):
+class ImuConvPlugin(EncoderPlugin[ImuOptions]):
     name = "imu_conv"
     modality = "imu"
     Options = ImuOptions
     file_extensions = (".npy",)
     default_lora_targets = ("blocks.0.0", "blocks.1.0")
 
-    def load_item(self, path: Path, options: EncoderOptions) -> np.ndarray:
+    def load_item(self, path: Path, options: ImuOptions) -> np.ndarray:
         try:
             series = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise DataError(f"{path}: not a readable .npy IMU series ({err})") from None
-        if series.ndim != 2 or series.shape[0] != options.channels:  # type: ignore[attr-defined]
+        if series.ndim != 2 or series.shape[0] != options.channels:
             raise DataError(f"{path}: expected shape (6, samples), got {series.shape}")
         return series.astype(np.float32)
 
-    def preprocess(self, item: Any, options: EncoderOptions, *, train: bool,
+    def preprocess(self, item: Any, options: ImuOptions, *, train: bool,
                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        window = options.window  # type: ignore[attr-defined]
-        series = torch.as_tensor(item)[:, :window]
-        mask = torch.zeros(window, dtype=torch.bool)
-        if series.shape[1] < window:
+        series = torch.as_tensor(item)[:, : options.window]
+        mask = torch.zeros(options.window, dtype=torch.bool)
+        if series.shape[1] < options.window:
             mask[series.shape[1]:] = True
-            series = nn.functional.pad(series, (0, window - series.shape[1]))
+            series = nn.functional.pad(series, (0, options.window - series.shape[1]))
         return {"series": series, "padding_mask": mask}
 
-    def build_encoder(self, options: EncoderOptions) -> ModalityEncoder:
-        if options.checkpoint is not None:
-            return self.load_checkpoint(options.checkpoint, options)
-        return ImuConvEncoder(options)  # type: ignore[arg-type]
+    def new_encoder(self, options: ImuOptions) -> ModalityEncoder:
+        return ImuConvEncoder(options)
 
-    def load_checkpoint(self, path: Path, options: EncoderOptions) -> ModalityEncoder:
+    def load_checkpoint(self, path: Path, options: ImuOptions) -> ModalityEncoder:
         from safetensors.torch import load_file
 
-        encoder = ImuConvEncoder(options)  # type: ignore[arg-type]
+        encoder = ImuConvEncoder(options)
         encoder.load_state_dict(load_file(str(path)))
         return encoder
-

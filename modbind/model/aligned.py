@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modbind.contracts import Batch, ModalityEncoder
-from modbind.train.head import HeadKind, build_head
+from modbind.model.head import HeadKind, build_head
 
 MAX_LOGIT_SCALE = 100.0
 """CLIP clamps the exponentiated logit scale at 100 so the softmax never becomes a hard argmax."""

@@ -1,0 +1,108 @@
+"""The functions a script needs, re-exported as ``modbind.load``, ``modbind.align``, ``modbind.evaluate``...
+
+This is an edge of the library: it looks the installed plugins up (:func:`modbind.plugins.get_registry`)
+and passes them down, so everything underneath takes its plugins as arguments. The demo uses only
+these names, as a third-party script would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modbind.config import AnchorConfig, Recipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modbind.anchor import Anchor
+    from modbind.eval.result import TaskResult
+    from modbind.eval.suite import Suite
+    from modbind.model import AlignedModel
+    from modbind.train.trainer import RunResult, StepReport
+
+
+def load(path: str | Path, device: str = "cpu") -> AlignedModel:
+    """Load an exported, aligned model folder (weights + card) for embedding and evaluation.
+
+    The card's plugin and anchor provider come from the installed plugins.
+    """
+    from modbind.model import load_aligned_model
+    from modbind.plugins import get_registry
+
+    return load_aligned_model(path, get_registry(), device=device)
+
+
+def load_anchor(config: AnchorConfig | Mapping[str, Any], device: str | None = None) -> Anchor:
+    """The frozen anchor an ``anchor`` recipe section describes, via the provider that handles it."""
+    from modbind.anchor import load_anchor as load_with
+    from modbind.plugins import get_registry
+
+    config = config if isinstance(config, AnchorConfig) else AnchorConfig.model_validate(dict(config))
+    return load_with(config, get_registry().anchor_provider(config.model), device=device)
+
+
+def untrained(plugin: str, options: Mapping[str, Any] | None = None, anchor: AnchorConfig | None = None, *,
+              seed: int = 0, device: str = "cpu") -> AlignedModel:
+    """A seeded, untrained encoder + head in the anchor's space: the chance-level control."""
+    from modbind.model import build_aligned_model
+    from modbind.plugins import get_registry
+
+    registry = get_registry()
+    encoder_plugin = registry.encoder(plugin)
+    anchor = anchor or AnchorConfig()
+    return build_aligned_model(encoder_plugin, encoder_plugin.options(dict(options or {})), anchor,
+                               registry.anchor_provider(anchor.model), seed=seed, device=device)
+
+
+def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
+    """A recipe YAML (the paper's defaults when None) with ``key.path=value`` overrides, validated."""
+    from modbind.recipes import load_recipe as load
+
+    return load(Path(path) if path is not None else None, overrides)
+
+
+def align(recipe: Recipe | str | Path, overrides: Iterable[str] = (), *, resume: bool = False,
+          progress: bool = True, on_step: Callable[[StepReport], None] | None = None) -> RunResult:
+    """Train the recipe's plugin against its anchor (what ``modbind align`` runs), then its ``eval.suite``."""
+    from modbind.plugins import get_registry
+    from modbind.recipes import apply_overrides, resolve_recipe
+    from modbind.workflow import align_and_evaluate
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        recipe = Recipe.model_validate(apply_overrides(recipe.model_dump(mode="json"), overrides))
+    registry = get_registry()
+    return align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, progress=progress,
+                              on_step=on_step)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` produced: one result per suite task and the report files."""
+
+    results: list[TaskResult]
+    files: dict[str, Path]
+
+
+def evaluate(model: AlignedModel, suite: Suite | str | Path, out_dir: str | Path, *,
+             languages: Sequence[str] | None = None, batch_size: int = 64, cache_dir: str | Path | None = None,
+             progress: bool = True, model_path: str | Path | None = None) -> Evaluation:
+    """Run an evaluation suite (a :class:`modbind.Suite` or its YAML file) on a model; writes the report.
+
+    ``cache_dir`` keeps the frozen towers' embeddings between runs; ``model_path`` is recorded in the report.
+    """
+    from modbind.eval.embedder import Embedder
+    from modbind.eval.suite import Suite, evaluate as run, load_suite
+    from modbind.plugins import get_registry
+
+    plan = suite if isinstance(suite, Suite) else load_suite(Path(suite))
+    embedder = Embedder(model, batch_size=batch_size, progress=progress,
+                        cache_dir=Path(cache_dir) if cache_dir is not None else None)
+    trained = model.card.get("metrics", {}).get("trained", True)
+    info = {"path": str(model_path) if model_path else None, "untrained": not trained, "card": model.card}
+    results, files = run(embedder, plan, Path(out_dir), get_registry().eval_tasks, model_info=info,
+                         languages=list(languages) if languages else None,
+                         settings={"suite": plan.name or str(suite)})
+    return Evaluation(results, files)
