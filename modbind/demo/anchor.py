@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
 from modbind.atomic import write_json_atomic
+from modbind.cache import cache_root
 from modbind.demo.markers import read_marker
 from modbind.demo.world import WorldPaths
 
@@ -74,13 +74,8 @@ class DemoAnchor:
 
 
 def default_cache_dir() -> Path:
-    """``$MODBIND_CACHE_DIR`` or the platform's user cache dir for modbind."""
-    env = os.environ.get("MODBIND_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("modbind"))
+    """The cache root (``$MODBIND_CACHE_DIR`` or the platform's user cache dir for modbind)."""
+    return cache_root()
 
 
 def anchor_key(world: WorldPaths, recipe: AnchorRecipe) -> str:

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from modbind.atomic import atomic_path
+from modbind.cache import cache_root
 from modbind.errors import ModbindError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -42,13 +43,8 @@ class Failure:
 
 
 def default_cache_dir() -> Path:
-    """``$MODBIND_CACHE_DIR/eval`` or the platform's user cache folder."""
-    env = os.environ.get("MODBIND_CACHE_DIR")
-    if env:
-        return Path(env) / "eval"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("modbind")) / "eval"
+    """``eval/`` under the cache root (``$MODBIND_CACHE_DIR`` or the platform's user cache folder)."""
+    return cache_root() / "eval"
 
 
 class ImageEmbeddingCache:
