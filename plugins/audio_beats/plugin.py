@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -13,9 +13,11 @@ import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
 from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.pretrained import PretrainedCheckpoint
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
 from modbind_audio_beats.config import PRESETS
 from modbind_audio_beats.model import BeatsEncoder, coarsen_padding_mask
+from modbind_audio_beats.pretrained import CHECKPOINTS
 
 
 class BeatsOptions(AudioEncoderOptions):
@@ -41,6 +43,7 @@ class BeatsPlugin(AudioEncoderPlugin):
     name: ClassVar[str] = "audio_beats"
     Options: ClassVar[type[EncoderOptions]] = BeatsOptions
     default_lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = CHECKPOINTS
 
     def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
         """Normalised BEATs fbank (B, T, 128) and the official frame padding mask (B, T)."""
@@ -55,8 +58,9 @@ class BeatsPlugin(AudioEncoderPlugin):
 
     def build_encoder(self, options: EncoderOptions) -> BeatsEncoder:
         opts = narrow_options(options, BeatsOptions, self.name)
-        if opts.checkpoint is not None:
-            return self.load_checkpoint(opts.checkpoint, opts)
+        checkpoint = self.checkpoint_file(opts)
+        if checkpoint is not None:
+            return self.load_checkpoint(checkpoint, opts)
         config = preset_with_overrides(PRESETS[opts.size], opts.config, self.name)
         return _configure(BeatsEncoder(config), opts)
 
