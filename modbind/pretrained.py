@@ -257,7 +257,8 @@ def _download_verified(url: str, dest: Path, entry: PretrainedCheckpoint, progre
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _remember(dest, digest)
+    if entry.sha256 is not None:
+        _remember(dest, digest)
 
 
 def _stream(url: str, tmp: Path, entry: PretrainedCheckpoint, progress: bool) -> tuple[str, int]:
@@ -272,7 +273,8 @@ def _stream(url: str, tmp: Path, entry: PretrainedCheckpoint, progress: bool) ->
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response, open(tmp, "wb") as out:
             if "text/html" in (response.headers.get("Content-Type") or ""):
                 raise _Failed("the server sent a web page, not the file")
-            total = entry.size_bytes or int(response.headers.get("Content-Length") or 0) or None
+            announced = int(response.headers.get("Content-Length") or 0) or None
+            total = entry.size_bytes or announced
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
                       desc=f"downloading {entry.filename}") as bar:
                 while chunk := response.read(_CHUNK):
@@ -284,6 +286,8 @@ def _stream(url: str, tmp: Path, entry: PretrainedCheckpoint, progress: bool) ->
                     bar.update(len(chunk))
                     if entry.size_bytes is not None and size > entry.size_bytes:
                         raise _Failed(f"the server sent more than the published {entry.size_bytes:,} bytes")
+            if announced is not None and size != announced:  # the only check for files with no published size
+                raise _Failed(f"the transfer stopped after {size:,} of {announced:,} bytes")
     except urllib.error.HTTPError as err:
         raise _Failed(f"HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -123,6 +124,53 @@ def test_oversized_downloads_and_web_pages_are_refused(tmp_path, content, reason
     with pytest.raises(CheckpointError, match=reason):
         resolve_checkpoint("test-weights", {"test-weights": entry}, owner="p", cache_dir=tmp_path / "c", progress=False)
     assert _files(tmp_path / "c" / "p") == set()
+
+
+@pytest.fixture
+def http_server(source):
+    """A loopback HTTP server: /good serves ``source``; /page a web page; /cut stops halfway; else 404."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = source.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            if self.path not in ("/good", "/page", "/cut"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if self.path == "/page" else "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if self.path == "/cut" else body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_download_tries_links_in_order_and_keeps_only_the_good_file(source, tmp_path, http_server, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    entry = _entry(source, size_bytes=None, sha256=None,
+                   urls=tuple(f"{http_server}/{path}" for path in ("missing", "page", "cut", "good")))
+    cache = tmp_path / "cache"
+    path = resolve_checkpoint("test-weights", {"test-weights": entry}, owner="p", cache_dir=cache, progress=True).path
+    assert path.read_bytes() == source.read_bytes() and _files(cache / "p") == {"weights.bin"}
+    path.unlink()
+    failing = dataclasses.replace(entry, urls=entry.urls[:3])
+    with pytest.raises(CheckpointError) as err:
+        resolve_checkpoint("test-weights", {"test-weights": failing}, owner="p", cache_dir=cache, progress=False)
+    message = str(err.value)
+    assert "/missing: HTTP 404" in message and "/page: the server sent a web page" in message
+    assert "/cut: " in message and str(cache / "p" / "weights.bin") in message
+    assert _files(cache / "p") == set()
 
 
 def test_unreachable_link_names_the_link_and_where_to_save_the_file(tmp_path, source):
