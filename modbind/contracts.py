@@ -11,6 +11,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from modbind.errors import ConfigError, did_you_mean
+from modbind.pretrained import PretrainedCheckpoint, resolve_checkpoint, with_implied_options
 
 Batch = dict[str, Tensor]
 """A dict of batched tensors, e.g. ``{"waveform": (B, N), "padding_mask": (B, N)}``."""
@@ -28,8 +30,9 @@ class EncoderOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: Path | None = None
-    """An official checkpoint to start from; None builds the encoder from the plugin's default config."""
+    checkpoint: str | Path | None = None
+    """An official checkpoint to start from: a name from the plugin's table (``modbind checkpoints``) or a
+    file path; None builds the encoder from the plugin's default config."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to trade compute for memory."""
     lora_targets: list[str] | None = None
@@ -103,15 +106,29 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
     """Module-name patterns LoRA wraps by default."""
     packed_format: ClassVar[str | None] = None
     """Name of the byte format :meth:`pack_item` writes into shards; None: this plugin cannot pack."""
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = MappingProxyType({})
+    """Official checkpoints ``options.checkpoint`` may name instead of a path (see :mod:`modbind.pretrained`)."""
 
     def options(self, raw: Mapping[str, Any] | EncoderOptions | None = None) -> OptionsT:
-        """Validate raw options into this plugin's model, with errors that name the bad field."""
+        """Validate raw options into this plugin's model, with errors that name the bad field.
+
+        A ``checkpoint`` that names an entry of :attr:`pretrained` brings the options that checkpoint
+        implies; the user's own options win where they agree and are an error where they contradict.
+        """
         if isinstance(raw, self.Options):
             return raw  # type: ignore[return-value]
+        where = f"plugin.options ({self.name})"
+        values = with_implied_options(dict(raw or {}), self.pretrained, self.Options, where)
         try:
-            return self.Options.model_validate(dict(raw or {}))  # type: ignore[return-value]
+            return self.Options.model_validate(values)  # type: ignore[return-value]
         except ValidationError as err:
-            raise ConfigError(describe_validation_error(err, f"plugin.options ({self.name})", self.Options)) from None
+            raise ConfigError(describe_validation_error(err, where, self.Options)) from None
+
+    def checkpoint_file(self, options: OptionsT) -> Path | None:
+        """``options.checkpoint`` as a local file: a known name comes from the cache (downloaded if needed)."""
+        if options.checkpoint is None:
+            return None
+        return resolve_checkpoint(options.checkpoint, self.pretrained, owner=self.name).path
 
     @abc.abstractmethod
     def load_item(self, path: Path, options: OptionsT) -> Any:
@@ -152,10 +169,8 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
         """The encoder: from ``options.checkpoint`` when set, else freshly initialised; then configured."""
         if not isinstance(options, self.Options):  # options validated by another plugin: a caller's bug
             raise TypeError(f"{self.name}: expected {self.Options.__name__}, got {type(options).__name__}")
-        if options.checkpoint is not None:
-            encoder = self.load_checkpoint(Path(options.checkpoint), options)
-        else:
-            encoder = self.new_encoder(options)
+        checkpoint = self.checkpoint_file(options)
+        encoder = self.new_encoder(options) if checkpoint is None else self.load_checkpoint(checkpoint, options)
         encoder.set_gradient_checkpointing(options.gradient_checkpointing)
         return encoder
 

@@ -224,7 +224,8 @@ def test_pack_cli_writes_shards(tmp_path, shared_dir):
     manifest = tmp_path / "wc.jsonl"
     assert invoke("data", "prepare", "wavcaps", "--root", tree.root, "--out", manifest, "--no-progress").exit_code == 0
     result = invoke("data", "pack", manifest, "--out", tmp_path / "shards", "--recipe", REPO / "recipes/htsat_basic.yaml",
-                    "--set", "plugin.options.sample_rate=48000", "--clips-per-shard", 3, "--no-progress")
+                    "--set", "plugin.options.checkpoint=null", "--set", "plugin.options.sample_rate=48000",
+                    "--clips-per-shard", 3, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "7 clips in 3 shards (pcm16, plugin audio_htsat)" in result.output
     header = json.loads(tarfile.open(tmp_path / "shards" / "shard-000000.tar").extractfile("0000000000.json").read())

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from modbind.errors import CheckpointError, ConfigError
 from modbind.plugins import get_registry
-from modbind_audio_htsat.architecture import PRESETS
+from modbind_audio_htsat.architecture import PRESETS, infer_architecture
 from modbind_audio_htsat.convert import clap_to_official, official_to_clap
 from modbind_audio_htsat.encoder import HtsatEncoder
 from modbind_audio_htsat.frontend import FrontEndParams, log_mel, slaney_mel_filterbank
@@ -222,6 +222,15 @@ def test_full_size_model_has_exactly_the_official_keys(htsat_dir: Path) -> None:
                 if e["learned"] or e["key"].endswith("relative_position_index")}
     assert back == {k: v for k, v in expected.items() if k not in converted.tagging}
     assert PRESETS["audioset"].width == 768
+
+
+@pytest.mark.parametrize("name, width", [("audioset", 768), ("base", 1024), ("tiny", 96)])
+def test_every_preset_is_what_its_weights_describe(name: str, width: int) -> None:
+    """An exported model of a named LAION-CLAP HTSAT-base tower rebuilds from ``architecture: base`` alone."""
+    with torch.device("meta"):
+        encoder = HtsatEncoder(PRESETS[name])
+    assert infer_architecture(encoder.model.state_dict(), name) == PRESETS[name]
+    assert encoder.width == width
 
 
 def test_short_clips_are_stretched_like_the_official_forward(plugin, options, encoder, waveforms, io) -> None:

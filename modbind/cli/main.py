@@ -32,6 +32,7 @@ def cli() -> None:
     Typical session:
       modbind demo                                  # the whole method on a synthetic world, on CPU
       modbind plugins                               # which encoders are installed
+      modbind checkpoints                           # official checkpoints by name, and which are cached
       modbind data prepare audiocaps --root DIR --out train.jsonl
       modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml
       modbind eval runs/modbind/export --suite recipes/suites/paper.yaml
@@ -40,9 +41,10 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from modbind.cli import align, data, demo, embed, evaluate, plugins, recipe
+    from modbind.cli import align, checkpoints, data, demo, embed, evaluate, plugins, recipe
 
     cli.add_command(plugins.plugins)
+    cli.add_command(checkpoints.checkpoints)
     cli.add_command(recipe.recipe)
     cli.add_command(align.align)
     cli.add_command(evaluate.eval_command)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from modbind import AnchorConfig, ManifestEntry, read_manifest
 from modbind.atomic import write_json_atomic
+from modbind.cache import cache_root
 from modbind.demo.captions import all_template_texts
 from modbind.demo.concepts import LANGUAGES
 from modbind.demo.markers import read_marker
@@ -73,13 +73,8 @@ class DemoAnchor:
 
 
 def default_cache_dir() -> Path:
-    """``$MODBIND_CACHE_DIR`` or the platform's user cache dir for modbind."""
-    env = os.environ.get("MODBIND_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("modbind"))
+    """The cache root (``$MODBIND_CACHE_DIR`` or the platform's user cache dir for modbind)."""
+    return cache_root()
 
 
 def anchor_key(world: WorldPaths, recipe: AnchorRecipe) -> str:

@@ -9,7 +9,6 @@ per anchor identity, so re-running an evaluation never re-embeds a caption or pi
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from modbind.cache import cache_root
 from modbind.errors import ModbindError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -35,13 +35,8 @@ class Failure:
 
 
 def default_cache_dir() -> Path:
-    """``$MODBIND_CACHE_DIR/eval`` or the platform's user cache folder."""
-    env = os.environ.get("MODBIND_CACHE_DIR")
-    if env:
-        return Path(env) / "eval"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("modbind")) / "eval"
+    """``eval/`` under the cache root (``$MODBIND_CACHE_DIR`` or the platform's user cache folder)."""
+    return cache_root() / "eval"
 
 
 def file_digest(path: Path) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -11,10 +11,12 @@ from pydantic import Field, model_validator
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, preset_with_overrides
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.pretrained import PretrainedCheckpoint
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
 from modbind_audio_beats.config import PRESETS
 from modbind_audio_beats.frontend import SAMPLE_RATE, beats_features
 from modbind_audio_beats.model import BeatsEncoder
+from modbind_audio_beats.pretrained import CHECKPOINTS
 
 
 class BeatsOptions(AudioEncoderOptions):
@@ -40,6 +42,7 @@ class BeatsPlugin(AudioEncoderPlugin[BeatsOptions]):
     name: ClassVar[str] = "audio_beats"
     Options: ClassVar[type[EncoderOptions]] = BeatsOptions
     default_lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = CHECKPOINTS
 
     def featurize(self, batch: Batch, options: BeatsOptions) -> Batch:
         """Normalised BEATs fbank (B, T, 128) and the official frame padding mask (B, T)."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from modbind.errors import CheckpointError
 
-PresetName = Literal["audioset", "tiny"]
+PresetName = Literal["audioset", "base", "tiny"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class HtsatArchitecture:
 PRESETS: dict[str, HtsatArchitecture] = {
     # Official AudioSet model (config.py): Swin-T, 30.2 M trainable parameters with the tagging head.
     "audioset": HtsatArchitecture(),
+    # LAION-CLAP's HTSAT-base (htsat.py create_htsat_model "base"): the audio tower of its music checkpoints.
+    "base": HtsatArchitecture(embed_dim=128, depths=(2, 2, 12, 2)),
     # The conformance fixture's tiny model (tiny_htsat_config.json): every code path, a few MB.
     "tiny": HtsatArchitecture(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,9 +21,11 @@ from torch import Tensor
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.pretrained import PretrainedCheckpoint, options_supported_by
 
 from modbind_audio_htsat.architecture import PRESETS, PresetName, ShortClipPolicy
 from modbind_audio_htsat.frontend import FrontEndParams, log_mel, slaney_mel_filterbank
+from modbind_audio_htsat.pretrained import CHECKPOINTS
 
 if TYPE_CHECKING:  # transformers loads on first use, so listing plugins stays fast
     from modbind_audio_htsat.encoder import HtsatEncoder
@@ -35,7 +37,8 @@ class HtsatOptions(AudioEncoderOptions):
     sample_rate: int = Field(32000, gt=0)
     """32000 for official HTS-AT weights, 48000 for LAION-CLAP towers (the hop is always 10 ms)."""
     architecture: PresetName = "audioset"
-    """Size built without a checkpoint: the official AudioSet Swin-T, or the tiny conformance model."""
+    """Size built without a checkpoint: the official AudioSet Swin-T (also LAION-CLAP's HTSAT-tiny),
+    LAION-CLAP's HTSAT-base, or the tiny conformance model."""
     short_clips: ShortClipPolicy = "stretch"
     """``stretch``: clips under ``clip_seconds`` are stretched to the full length (official forward);
     ``pad``: the zero-padded log-mel is used as is (official AudioSet training data)."""
@@ -66,6 +69,8 @@ class HtsatPlugin(AudioEncoderPlugin[HtsatOptions]):
     default_lora_targets: ClassVar[tuple[str, ...]] = ("query", "key", "value", "dense")
     """Attention projections and both MLP layers (``attention.output.dense``, ``intermediate.dense``,
     ``output.dense``) of every Swin block."""
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = options_supported_by(CHECKPOINTS, HtsatOptions)
+    """Until ``short_clips: repeatpad`` exists, LAION-CLAP entries leave the short-clip policy at its default."""
 
     def featurize(self, batch: Batch, options: HtsatOptions) -> Batch:
         """``{"features": (B, T, 64) dB log-mel, "padding_mask": (B, T)}``, T = 1 + samples // hop.

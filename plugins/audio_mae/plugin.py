@@ -7,7 +7,7 @@ This module adds only the AudioMAE-specific parts: featurize, the encoder, its c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -16,8 +16,10 @@ from pydantic import model_validator
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, preset_with_overrides
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.pretrained import PretrainedCheckpoint, options_supported_by
 from modbind_audio_mae.config import PRESETS, AudioMAEConfig
 from modbind_audio_mae.frontend import AUDIOMAE_FBANK, SAMPLE_RATE, audiomae_features, max_clip_seconds
+from modbind_audio_mae.pretrained import CHECKPOINTS
 
 if TYPE_CHECKING:  # timm loads on first use, so listing plugins stays fast
     from modbind_audio_mae.model import AudioMAEEncoder
@@ -57,6 +59,8 @@ class AudioMAEPlugin(AudioEncoderPlugin["AudioMAEOptions"]):
     Options: ClassVar[type[EncoderOptions]] = AudioMAEOptions
     default_lora_targets: ClassVar[tuple[str, ...]] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
     """Attention and MLP linears of every block (``attn.proj``, so the patch-embedding conv is not hit)."""
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = options_supported_by(CHECKPOINTS, AudioMAEOptions)
+    """Until the ``num_heads`` option exists, the entries' ``num_heads: 12`` is the ``base`` preset's own."""
 
     def featurize(self, batch: Batch, options: AudioMAEOptions) -> Batch:
         """Official AudioMAE fbank (B, 1024, 128) and its frame padding mask (B, 1024), True = padding."""
