@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from modbind.audio.fbank import AUDIOMAE_FBANK, BEATS_FBANK, FbankParams, frame_padding_mask, kaldi_fbank
 
-# README of shared/conformance/kaldi_fbank: an independent re-implementation should expect about 5e-3 abs on
+# tests/fixtures/conformance/kaldi_fbank: an independent re-implementation should expect about 5e-3 abs on
 # the raw log-mel and 5e-4 after normalisation.
 RAW_ATOL = 5e-3
 NORM_ATOL = 5e-4

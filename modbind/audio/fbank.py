@@ -3,7 +3,7 @@
 It follows ``torchaudio.compliance.kaldi.fbank`` step by step (framing with ``snip_edges``, DC removal,
 pre-emphasis, window, zero-padded FFT, power spectrum, Kaldi mel triangles, log with a float eps floor)
 but works on a (B, N) batch at once. Presets reproduce the official BEATs and AudioMAE preprocessing,
-normalisation included (see ``shared/conformance/kaldi_fbank``).
+normalisation included (see ``tests/fixtures/conformance/kaldi_fbank``).
 
 Different-length clips share a batch through a trailing padding mask (B, N), True = padding:
 
