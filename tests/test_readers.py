@@ -171,6 +171,16 @@ def test_esc50_folds_labels_and_missing_clip(tmp_path, datasets_dir):
     assert report.problems["missing_audio"][0]["id"] == tree.missing[0]
 
 
+def test_media_index_finds_every_audio_format_the_decoder_reads(tmp_path):
+    from modbind.data.audio_index import MediaIndex
+
+    for name in ("a.aiff", "b.opus", "c.au", "d.txt"):
+        (tmp_path / "audio" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "audio" / name).write_bytes(b"")
+    index = MediaIndex(tmp_path)
+    assert [index.find([stem]) for stem in "abcd"] == ["audio/a.aiff", "audio/b.opus", "audio/c.au", None]
+
+
 def test_esc50_bad_fold_number_names_file_line_and_column(tmp_path, datasets_dir):
     tree = build_esc50(tmp_path, datasets_dir)
     meta = tree.root / "meta/esc50.csv"

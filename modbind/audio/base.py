@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from modbind.audio.crop import crop_or_pad
-from modbind.audio.io import AUDIO_EXTENSIONS, AudioClip, load_audio, to_clip
+from modbind.audio.io import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, AudioClip, load_audio, to_clip
 from modbind.audio.specaugment import spec_augment
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, ModalityEncoder
 from modbind.errors import ConfigError, DataError, ModbindError
@@ -52,6 +52,8 @@ class AudioEncoderOptions(EncoderOptions):
     """Largest time-mask width T (frames)."""
     n_freq_masks: int = Field(1, ge=0)
     n_time_masks: int = Field(1, ge=0)
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0)
+    """Longest audio a file may declare; a longer header is refused before decoding (the file is skipped)."""
 
     @property
     def clip_samples(self) -> int:
@@ -67,7 +69,8 @@ class AudioEncoderPlugin(EncoderPlugin):
 
     def load_item(self, path: Path, options: EncoderOptions) -> AudioClip:
         """Decode, mix down and resample one file (DataError naming the file when it is unusable)."""
-        return load_audio(Path(path), _audio(options).sample_rate)
+        opts = _audio(options)
+        return load_audio(Path(path), opts.sample_rate, max_seconds=opts.max_seconds)
 
     def preprocess(
         self, item: Any, options: EncoderOptions, *, train: bool, generator: torch.Generator | None = None
