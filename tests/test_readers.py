@@ -171,6 +171,14 @@ def test_esc50_folds_labels_and_missing_clip(tmp_path, datasets_dir):
     assert report.problems["missing_audio"][0]["id"] == tree.missing[0]
 
 
+def test_metadata_saved_with_a_byte_order_mark_reads_the_same(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
+    plain = list(reader("esc50").read(tree.root))
+    meta = tree.root / "meta/esc50.csv"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())  # as Excel's "CSV UTF-8" saves it
+    assert list(reader("esc50").read(tree.root)) == plain
+
+
 def test_media_index_finds_every_audio_format_the_decoder_reads(tmp_path):
     from modbind.data.audio_index import MediaIndex
 

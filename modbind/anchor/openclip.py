@@ -295,7 +295,7 @@ def _read_open_clip_config(path: Path, search: _Search) -> dict[str, Any]:
         search.missing.append(f"{path.name} in {path.parent}")
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err}); re-create the model folder") from None
     if "model_cfg" not in config:
