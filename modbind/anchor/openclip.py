@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modbind.contracts import AnchorProvider
-from modbind.errors import CheckpointError, ConfigError, did_you_mean
+from modbind.errors import CheckpointError, ConfigError, did_you_mean, exception_reason
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
@@ -391,9 +391,8 @@ def build_openclip(source: OpenClipSource, device: str = "cpu", precision: str =
         try:
             open_clip.load_checkpoint(model, str(source.weights), strict=True, weights_only=True)
         except (RuntimeError, KeyError, ValueError, OSError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(
-                f"{source.weights}: does not fit anchor '{source.label}' ({first}); "
+                f"{source.weights}: does not fit anchor '{source.label}' ({exception_reason(err)}); "
                 "check that anchor.model names the architecture these weights were trained with"
             ) from None
     tokenizer = _tokenizer(source, text_cfg)
