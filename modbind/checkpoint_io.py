@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modbind.errors import CheckpointError
+from modbind.errors import CheckpointError, exception_reason
 
 # Top-level keys that hold the state dict, in the order they are tried.
 WEIGHT_KEYS: tuple[str, ...] = ("model", "state_dict", "module", "model_state_dict")
@@ -97,6 +97,8 @@ def read_checkpoint(path: Path) -> CheckpointFile:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}; check the path in your recipe or --checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the download or save did not finish; fetch or save it again")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     return _split_weights(path, _load_pickle(path))
@@ -110,7 +112,7 @@ def _read_safetensors(path: Path) -> CheckpointFile:
             header = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exception_reason(exc)}") from exc
     return CheckpointFile(path=path, tensors=tensors, metadata={k: _decode_json(v) for k, v in header.items()})
 
 
@@ -149,7 +151,8 @@ def _load_pickle(path: Path) -> Any:
             "as .safetensors and load that instead."
         ) from exc
     except Exception as exc:  # a corrupt file fails anywhere inside torch.load; say which file it was
-        raise CheckpointError(f"{path} is neither a .safetensors file nor a readable torch checkpoint: {exc}") from exc
+        raise CheckpointError(
+            f"{path} is neither a .safetensors file nor a readable torch checkpoint: {exception_reason(exc)}") from exc
 
 
 def _is_tensor_dict(value: Any) -> bool:

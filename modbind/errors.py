@@ -26,6 +26,15 @@ class CheckpointError(ModbindError):
     """A checkpoint is missing, malformed or does not fit the model."""
 
 
+def exception_reason(err: BaseException) -> str:
+    """The first line of ``err``'s message, or its type name when the message is empty.
+
+    For "... (reason)" messages built from library exceptions, some of which carry no text (``EOFError()``).
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The nearest valid spelling of ``word``, used to suggest a fix in error messages."""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

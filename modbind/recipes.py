@@ -19,12 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
-    """A YAML mapping from ``path``, or a ConfigError naming the file (and line) when it is not one."""
+    """A YAML mapping from ``path`` (UTF-8, BOM allowed), or a ConfigError naming the file (and line) if not."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -1,4 +1,11 @@
-"""Fixtures shared by the whole suite: where the read-only conformance data lives, a clean registry."""
+"""Fixtures shared by the whole suite: where the test data lives, no network, a clean registry.
+
+The data the tests read is committed under ``tests/fixtures/``: ``conformance/<model>/`` (official-format
+checkpoints and the official code's outputs) and ``datasets/<name>/`` (real metadata excerpts); each folder's
+README says where it came from. A fresh clone therefore passes on its own. ``MODBIND_SHARED_DIR`` is an
+optional override: a folder with the same ``conformance/`` and ``datasets/`` layout (e.g. a regenerated set)
+that the suite reads instead.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def shared_root() -> Path:
-    """``../shared`` beside the checkout (CI lays it there), or $MODBIND_SHARED_DIR."""
-    env = os.environ.get("MODBIND_SHARED_DIR")
-    return Path(env) if env else REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def _is_loopback(address: object) -> bool:
@@ -51,16 +55,24 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    root = shared_root()
-    if not (root / "conformance").is_dir():
-        pytest.fail(f"conformance fixtures not found at {root}; set MODBIND_SHARED_DIR to the shared/ folder")
+def fixtures_dir() -> Path:
+    """``tests/fixtures``, or the folder $MODBIND_SHARED_DIR names."""
+    override = os.environ.get("MODBIND_SHARED_DIR")
+    root = Path(override) if override else FIXTURES
+    if not ((root / "conformance").is_dir() and (root / "datasets").is_dir()):
+        hint = "unset MODBIND_SHARED_DIR to use tests/fixtures" if override else "the checkout is incomplete"
+        pytest.fail(f"test fixtures not found: {root} has no conformance/ and datasets/ folders ({hint})")
     return root
 
 
 @pytest.fixture(scope="session")
-def conformance_dir(shared_dir: Path) -> Path:
-    return shared_dir / "conformance"
+def conformance_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "conformance"
+
+
+@pytest.fixture(scope="session")
+def datasets_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "datasets"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Small dataset trees in their original layouts: the real metadata excerpts from shared/datasets plus
+"""Small dataset trees in their original layouts: the real metadata excerpts from tests/fixtures/datasets plus
 generated audio. Each builder leaves some audio missing and some corrupt on purpose, so tests can check
 what ``data prepare`` reports, and returns what it wrote.
 """
@@ -45,12 +45,12 @@ def _audio(tree: Tree, relative: str, seed: int, **kwargs: float) -> None:
     tree.written.append(relative)
 
 
-def build_audiocaps(tmp: Path, shared: Path) -> Tree:
+def build_audiocaps(tmp: Path, datasets: Path) -> Tree:
     """v1 CSVs; audio in both common namings; GOD8Bt5LfDE (test) missing, one train clip corrupt."""
     tree = Tree(tmp / "AudioCaps")
     for split in ("train", "val", "test"):
         (tree.root / "dataset").mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared / "datasets/AudioCaps/v1" / f"{split}.csv", tree.root / "dataset" / f"{split}.csv")
+        shutil.copy(datasets / "AudioCaps/v1" / f"{split}.csv", tree.root / "dataset" / f"{split}.csv")
     _audio(tree, "waveforms/test/Y7fmOlUlwoNg.wav", 1)
     _audio(tree, "waveforms/test/6BJ455B1aAs_0.flac", 2)
     tree.missing.append("GOD8Bt5LfDE")
@@ -67,14 +67,14 @@ CLOTHO_FOLDERS = {"development": "clotho_captions_development.csv", "validation"
                   "evaluation": "clotho_captions_evaluation.csv"}
 
 
-def build_clotho(tmp: Path, shared: Path) -> Tree:
+def build_clotho(tmp: Path, datasets: Path) -> Tree:
     """Captions CSVs verbatim; evaluation metadata built from WavCaps' real Freesound ids, ISO-8859-1."""
     import csv
 
     tree = Tree(tmp / "Clotho")
     tree.root.mkdir(parents=True)
     for folder, name in CLOTHO_FOLDERS.items():
-        shutil.copy(shared / "datasets/Clotho" / name, tree.root / name)
+        shutil.copy(datasets / "Clotho" / name, tree.root / name)
         with (tree.root / name).open(newline="", encoding="utf-8") as handle:
             names = [row["file_name"] for row in csv.DictReader(handle)]
         for k, file_name in enumerate(names):
@@ -84,7 +84,7 @@ def build_clotho(tmp: Path, shared: Path) -> Tree:
             on_disk = file_name.replace("&amp;", "&")
             _audio(tree, f"{folder}/{on_disk}", k, seconds=0.2)
     ids = {e["wav"].rsplit("/", 1)[1]: e["id"] for e in
-           json.loads((shared / "datasets/Clotho/wavcaps_format/test.json").read_text())["data"]}
+           json.loads((datasets / "Clotho/wavcaps_format/test.json").read_text())["data"]}
     lines = ["file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license"]
     for file_name, sound_id in ids.items():
         lines.append(f'{file_name},machine;caf\u00e9,{sound_id},https://freesound.org/s/{sound_id},"[0, 10]",someone,cc0')
@@ -92,13 +92,13 @@ def build_clotho(tmp: Path, shared: Path) -> Tree:
     return tree
 
 
-def build_wavcaps(tmp: Path, shared: Path) -> Tree:
+def build_wavcaps(tmp: Path, datasets: Path) -> Tree:
     """SoundBible JSON and blacklist verbatim; a FreeSound JSON whose id collides with a SoundBible id."""
     tree = Tree(tmp / "WavCaps")
     (tree.root / "json_files/SoundBible").mkdir(parents=True)
     (tree.root / "json_files/blacklist").mkdir(parents=True)
-    shutil.copy(shared / "datasets/WavCaps/json_files/SoundBible/sb_final.json", tree.root / "json_files/SoundBible")
-    shutil.copy(shared / "datasets/WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json",
+    shutil.copy(datasets / "WavCaps/json_files/SoundBible/sb_final.json", tree.root / "json_files/SoundBible")
+    shutil.copy(datasets / "WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json",
                 tree.root / "json_files/blacklist")
     document = json.loads((tree.root / "json_files/SoundBible/sb_final.json").read_text())
     for k, item in enumerate(document["data"][:5]):
@@ -116,10 +116,10 @@ def build_wavcaps(tmp: Path, shared: Path) -> Tree:
     return tree
 
 
-def build_esc50(tmp: Path, shared: Path) -> Tree:
+def build_esc50(tmp: Path, datasets: Path) -> Tree:
     tree = Tree(tmp / "ESC-50-master")
     (tree.root / "meta").mkdir(parents=True)
-    shutil.copy(shared / "datasets/ESC-50/meta/esc50.csv", tree.root / "meta/esc50.csv")
+    shutil.copy(datasets / "ESC-50/meta/esc50.csv", tree.root / "meta/esc50.csv")
     names = [line.split(",")[0] for line in (tree.root / "meta/esc50.csv").read_text().splitlines()[1:]]
     for k, name in enumerate(names):
         if k == 3:
@@ -129,10 +129,10 @@ def build_esc50(tmp: Path, shared: Path) -> Tree:
     return tree
 
 
-def build_urbansound8k(tmp: Path, shared: Path) -> Tree:
+def build_urbansound8k(tmp: Path, datasets: Path) -> Tree:
     tree = Tree(tmp / "UrbanSound8K")
     (tree.root / "metadata").mkdir(parents=True)
-    shutil.copy(shared / "datasets/UrbanSound8K/metadata/UrbanSound8K.csv", tree.root / "metadata/UrbanSound8K.csv")
+    shutil.copy(datasets / "UrbanSound8K/metadata/UrbanSound8K.csv", tree.root / "metadata/UrbanSound8K.csv")
     rows = [line.split(",") for line in (tree.root / "metadata/UrbanSound8K.csv").read_text().splitlines()[1:]]
     for k, row in enumerate(rows):
         name, fold = row[0], row[5]
@@ -141,10 +141,10 @@ def build_urbansound8k(tmp: Path, shared: Path) -> Tree:
     return tree
 
 
-def build_vggsound(tmp: Path, shared: Path) -> Tree:
+def build_vggsound(tmp: Path, datasets: Path) -> Tree:
     tree = Tree(tmp / "VGGSound")
     tree.root.mkdir(parents=True)
-    shutil.copy(shared / "datasets/VGGSound/vggsound.csv", tree.root / "vggsound.csv")
+    shutil.copy(datasets / "VGGSound/vggsound.csv", tree.root / "vggsound.csv")
     rows = [line.rsplit(",", 1)[0].split(",", 2) for line in (tree.root / "vggsound.csv").read_text().splitlines()]
     for k, (ytid, start, _) in enumerate(rows[:6]):
         stem = f"{ytid}_{int(start):06d}"

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 import soundfile
 import torch
 
 from modbind.audio.crop import crop_or_pad
-from modbind.audio.io import MAX_NONFINITE_FRACTION, AudioClip, load_audio, to_clip
+from modbind.audio.io import (
+    AUDIO_EXTENSIONS,
+    MAX_NONFINITE_FRACTION,
+    NONFINITE_ZEROED,
+    PEAK_NORMALISED,
+    AudioClip,
+    load_audio,
+    to_clip,
+)
 from modbind.errors import DataError
 
 RATE = 16000
@@ -25,10 +35,23 @@ def _peak_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(samples))
 
 
-@pytest.mark.parametrize("suffix,subtype", [(".wav", "PCM_16"), (".flac", "PCM_16"), (".ogg", "VORBIS"), (".mp3", "MPEG_LAYER_III")])
-def test_decodes_every_supported_format(tmp_path, suffix, subtype):
+# How to write a file for each ending in AUDIO_EXTENSIONS: (libsndfile format, subtype).
+WRITERS = {".wav": ("WAV", "PCM_16"), ".rf64": ("RF64", "PCM_16"), ".w64": ("W64", "PCM_16"),
+           ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".oga": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS"),
+           ".mp3": ("MP3", "MPEG_LAYER_III"), ".aif": ("AIFF", "PCM_16"), ".aiff": ("AIFF", "PCM_16"),
+           ".aifc": ("AIFF", "ALAW"), ".au": ("AU", "PCM_16"), ".snd": ("AU", "ULAW"), ".caf": ("CAF", "PCM_16"),
+           ".voc": ("VOC", "PCM_16"), ".sph": ("NIST", "PCM_16")}
+
+
+def test_the_extension_list_covers_the_common_formats_the_decoder_reads():
+    assert {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".voc"} <= set(AUDIO_EXTENSIONS)
+
+
+@pytest.mark.parametrize("suffix", AUDIO_EXTENSIONS)
+def test_decodes_every_listed_extension(tmp_path, suffix):
     path = tmp_path / f"tone{suffix}"
-    soundfile.write(path, _tone(1.0, RATE), RATE, subtype=subtype)
+    file_format, subtype = WRITERS[suffix]
+    soundfile.write(path, _tone(1.0, RATE), RATE, format=file_format, subtype=subtype)
     clip = load_audio(path, RATE)
     assert clip.sample_rate == RATE and clip.samples.dtype == np.float32 and clip.samples.ndim == 1
     assert abs(len(clip.samples) - RATE) < 0.1 * RATE  # lossy codecs add/trim a few frames
@@ -78,15 +101,68 @@ def test_96khz_is_resampled_keeping_pitch(tmp_path):
     assert abs(_peak_hz(clip.samples, RATE) - 3000.0) < 5.0
 
 
-def test_a_few_nan_samples_are_zeroed(tmp_path):
+def test_a_few_nan_samples_are_zeroed_and_the_repair_is_recorded(tmp_path, caplog):
     path = tmp_path / "glitch.wav"
     samples = _tone(1.0, RATE)
     samples[[10, 500, 9000]] = [np.nan, np.inf, -np.inf]
     soundfile.write(path, samples, RATE, subtype="FLOAT")
-    clip = load_audio(path, RATE)
+    with caplog.at_level("WARNING", logger="modbind.audio.io"):
+        clip = load_audio(path, RATE)
     assert np.isfinite(clip.samples).all()
     assert clip.samples[[10, 500, 9000]].tolist() == [0.0, 0.0, 0.0]
     np.testing.assert_array_equal(clip.samples[11:500], samples[11:500])
+    assert clip.repairs == (NONFINITE_ZEROED,) and "glitch.wav" in caplog.text
+
+
+def test_float_audio_beyond_full_scale_is_scaled_to_peak_one_and_recorded(tmp_path, caplog):
+    path = tmp_path / "hot.wav"
+    samples = 30.0 * _tone(1.0, RATE)  # peak 15.0
+    soundfile.write(path, samples, RATE, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="modbind.audio.io"):
+        clip = load_audio(path, RATE)
+    assert clip.repairs == (PEAK_NORMALISED,)
+    assert float(np.abs(clip.samples).max()) == pytest.approx(1.0)
+    np.testing.assert_allclose(clip.samples, samples / 15.0, atol=1e-6)  # scaled, not clipped
+    assert "hot.wav" in caplog.text and "15" in caplog.text
+    # In-memory float arrays get the same repair; audio within full scale gets none.
+    assert to_clip(samples, RATE, RATE).repairs == (PEAK_NORMALISED,)
+    assert to_clip(_tone(1.0, RATE), RATE, RATE).repairs == ()
+    soundfile.write(tmp_path / "fine.wav", _tone(1.0, RATE), RATE, subtype="FLOAT")
+    assert load_audio(tmp_path / "fine.wav", RATE).repairs == ()
+
+
+def _wav_header_bomb(path, *, rate: int, frames: int):
+    """A 16-bit mono WAV whose header states ``rate`` (e.g. 1 Hz): small on disk, hours long once resampled."""
+    data = bytes(2 * frames)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, 2 * rate, 2, 16)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+                     + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def test_a_header_declaring_more_than_an_hour_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = _wav_header_bomb(tmp_path / "bomb.wav", rate=1, frames=4096)  # 8 KB; 64 M samples at 16 kHz
+    assert path.stat().st_size < 9000
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the file was decoded")
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", no_decoding)
+    with pytest.raises(DataError, match=r"bomb\.wav declares 4,096 s of audio \(4,096 frames at 1 Hz\), more than the "
+                                        r"limit of 3,600 s.*max_seconds"):
+        load_audio(path, RATE)
+
+
+def test_audio_plugins_take_the_length_limit_from_their_options(tmp_path):
+    from modbind_audio_beats.plugin import BeatsPlugin
+
+    plugin = BeatsPlugin()
+    path = _wav_header_bomb(tmp_path / "slow.wav", rate=100, frames=6000)  # declares 60 s
+    assert plugin.options({}).max_seconds == 3600.0
+    with pytest.raises(DataError, match=r"slow\.wav declares 60 s .*limit of 30 s"):
+        plugin.load_item(path, plugin.options({"max_seconds": 30}))
+    clip = plugin.load_item(path, plugin.options({"max_seconds": 90}))
+    assert clip.seconds == pytest.approx(60.0, abs=0.01)
 
 
 def test_mostly_nan_file_is_rejected(tmp_path):

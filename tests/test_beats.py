@@ -17,8 +17,8 @@ from modbind_audio_beats.config import BASE, BeatsConfig
 from modbind_audio_beats.model import BeatsEncoder, masked_mean
 from modbind_audio_beats.plugin import BeatsPlugin
 
-ATOL = 1e-4  # README of shared/conformance/beats: atol 1e-4 on features, masks exactly equal
-FBANK_ATOL = 5e-4  # README of shared/conformance/kaldi_fbank for an independent fbank
+ATOL = 1e-4  # tests/fixtures/conformance/beats: atol 1e-4 on features, masks exactly equal
+FBANK_ATOL = 5e-4  # tests/fixtures/conformance/kaldi_fbank for an independent fbank
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,21 @@ def test_errors_name_the_file_and_what_was_found(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "list.pt")
 
 
+@pytest.mark.parametrize("name", ["empty.pt", "empty.safetensors"])
+def test_an_empty_file_says_it_is_empty(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=rf"{name} is empty \(0 bytes\)"):
+        read_checkpoint(tmp_path / name)
+
+
+def test_a_reason_without_text_is_named_by_its_type(tmp_path: Path) -> None:
+    # Two bytes of a pickle: torch.load fails with an EOFError that carries no message.
+    (tmp_path / "cut.pt").write_bytes(b"\x80\x02")
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(tmp_path / "cut.pt")
+    assert str(caught.value).endswith("nor a readable torch checkpoint: EOFError")
+
+
 def test_compare_state_names_missing_unexpected_and_misshapen_keys() -> None:
     expected = {"embed.weight": (4, 2), "blocks.0.weight": (2, 2), "blocks.1.weight": (2, 2), "norm.bias": (2,)}
     tensors = {"embed.weight": torch.zeros(4, 3), "blocks.0.weight": torch.zeros(2, 2), "decoder.weight": torch.zeros(1)}

@@ -25,8 +25,8 @@ def invoke(*args: str):
 
 
 @pytest.fixture
-def audiocaps_test(tmp_path, shared_dir):
-    tree = build_audiocaps(tmp_path, shared_dir)
+def audiocaps_test(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
     out = tmp_path / "ac_test.jsonl"
     result = invoke("data", "prepare", "audiocaps", "--root", tree.root, "--split", "test", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
@@ -51,10 +51,10 @@ def test_prepare_cli_writes_manifest_and_report(audiocaps_test):
     assert report["problems"]["missing_audio"][0]["id"] == "YGOD8Bt5LfDE_100"
 
 
-def test_prepare_cli_errors_are_one_line(tmp_path, shared_dir):
+def test_prepare_cli_errors_are_one_line(tmp_path, datasets_dir):
     result = CliRunner().invoke(cli, ["data", "prepare", "audiocap", "--root", str(tmp_path), "--out", "x.jsonl"])
     assert result.exit_code == 2 and "did you mean 'audiocaps'" in result.output
-    tree = build_audiocaps(tmp_path, shared_dir)
+    tree = build_audiocaps(tmp_path, datasets_dir)
     bad = tree.root / "dataset/test.csv"
     bad.write_text(bad.read_text().replace("103548,6BJ455B1aAs,0,", "103548,6BJ455B1aAs,zero,"))
     result = CliRunner().invoke(cli, ["data", "prepare", "audiocaps", "--root", str(tree.root), "--split", "test",
@@ -86,8 +86,8 @@ def test_add_translations_by_caption_id_lands_at_the_right_positions(audiocaps_t
     assert pt_report["unmatched_keys"] == ["999999"]
 
 
-def test_label_translations_and_bad_files(tmp_path, shared_dir):
-    tree = build_esc50(tmp_path, shared_dir)
+def test_label_translations_and_bad_files(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
     out = tmp_path / "esc.jsonl"
     assert invoke("data", "prepare", "esc50", "--root", tree.root, "--out", out, "--no-progress").exit_code == 0
     labels = tmp_path / "labels_pt.csv"
@@ -111,7 +111,7 @@ def test_label_translations_and_bad_files(tmp_path, shared_dir):
     assert result.exit_code == 2 and "'en' holds the original captions" in result.output
 
 
-def test_overlap_by_youtube_id_path_and_blacklist(audiocaps_test, tmp_path, shared_dir):
+def test_overlap_by_youtube_id_path_and_blacklist(audiocaps_test, tmp_path, datasets_dir):
     evaluation = read_manifest(audiocaps_test)
     train = [
         ManifestEntry(id="audioset_sl/Y7fmOlUlwoNg", path="somewhere/Y7fmOlUlwoNg.flac", captions={"en": ["x"]},
@@ -125,7 +125,7 @@ def test_overlap_by_youtube_id_path_and_blacklist(audiocaps_test, tmp_path, shar
     write_manifest(train, train_path)
     cleaned = tmp_path / "train.clean.jsonl"
     report_file = tmp_path / "overlap.json"
-    blacklist = shared_dir / "datasets/WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json"
+    blacklist = datasets_dir / "WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json"
     result = invoke("data", "overlap", train_path, audiocaps_test, "--blacklist", blacklist, "--out", cleaned,
                     "--report", report_file)
     assert result.exit_code == 0, result.output
@@ -219,8 +219,8 @@ def test_caption_consistency_scorer_uses_other_captions_or_source_metadata():
     assert math.isnan(a[0])
 
 
-def test_pack_cli_writes_shards(tmp_path, shared_dir):
-    tree = build_wavcaps(tmp_path, shared_dir)
+def test_pack_cli_writes_shards(tmp_path, datasets_dir):
+    tree = build_wavcaps(tmp_path, datasets_dir)
     manifest = tmp_path / "wc.jsonl"
     assert invoke("data", "prepare", "wavcaps", "--root", tree.root, "--out", manifest, "--no-progress").exit_code == 0
     result = invoke("data", "pack", manifest, "--out", tmp_path / "shards", "--recipe", REPO / "recipes/htsat_basic.yaml",
@@ -235,7 +235,7 @@ def test_pack_cli_writes_shards(tmp_path, shared_dir):
 
 
 @pytest.mark.slow
-def test_filter_cli_with_an_exported_model(tmp_path, shared_dir):
+def test_filter_cli_with_an_exported_model(tmp_path, datasets_dir):
     """End to end: a real (untrained, tiny) exported model scores WavCaps pairs; the top ones are kept."""
     import torch
 
@@ -243,7 +243,7 @@ def test_filter_cli_with_an_exported_model(tmp_path, shared_dir):
     from modbind.anchor import build_tiny_openclip
     from modbind.config import AnchorConfig
 
-    tree = build_wavcaps(tmp_path, shared_dir)
+    tree = build_wavcaps(tmp_path, datasets_dir)
     manifest = tmp_path / "wc.jsonl"
     assert invoke("data", "prepare", "wavcaps", "--root", tree.root, "--out", manifest, "--no-progress").exit_code == 0
     entries = read_manifest(manifest)

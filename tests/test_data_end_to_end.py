@@ -22,16 +22,16 @@ def invoke(*args):
 
 
 @pytest.mark.slow
-def test_three_sources_align_and_translated_audiocaps_test_evaluates(tmp_path, shared_dir):
+def test_three_sources_align_and_translated_audiocaps_test_evaluates(tmp_path, datasets_dir):
     import torch
 
     from modbind.anchor import build_tiny_openclip
 
     torch.set_num_threads(1)
     sources = {
-        "wavcaps": build_wavcaps(tmp_path, shared_dir).root,
-        "audiocaps": build_audiocaps(tmp_path, shared_dir).root,
-        "clotho": build_clotho(tmp_path, shared_dir).root,
+        "wavcaps": build_wavcaps(tmp_path, datasets_dir).root,
+        "audiocaps": build_audiocaps(tmp_path, datasets_dir).root,
+        "clotho": build_clotho(tmp_path, datasets_dir).root,
     }
     manifests = tmp_path / "manifests"
     invoke("data", "prepare", "wavcaps", "--root", sources["wavcaps"], "--out", manifests / "wavcaps.jsonl",

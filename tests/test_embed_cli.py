@@ -82,3 +82,18 @@ def test_embed_refuses_bad_output_and_empty_input(tiny, tmp_path):
     assert result.exit_code == 2 and "nothing to embed" in result.output
     result = invoke(str(tiny["model"]), str(tiny["root"] / "audio" / "broken.wav"), "--out", str(tmp_path / "x.npy"))
     assert result.exit_code == 2 and "nothing could be embedded" in result.output and "broken.wav" in result.output
+
+
+def test_embed_takes_every_format_the_decoder_reads_when_given_directly(tiny, tmp_path):
+    import soundfile
+
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    files = [tmp_path / "clip.aiff", tmp_path / "clip.aif", tmp_path / "clip.au", tmp_path / "clip.voc"]
+    for path, file_format in zip(files, ["AIFF", "AIFF", "AU", "VOC"]):
+        soundfile.write(path, tone, 16000, format=file_format, subtype="PCM_16")
+    out = tmp_path / "formats.safetensors"
+    result = invoke(str(tiny["model"]), *map(str, files), "--out", str(out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    with safe_open(str(out), framework="pt") as handle:
+        meta = {k: json.loads(v) for k, v in handle.metadata().items()}
+    assert meta["ids"] == [str(p) for p in files] and meta["skipped"] == []

@@ -202,7 +202,7 @@ def test_zero_shot_per_fold_templates_and_missing_class_names(tmp_path, labelled
 def test_zero_shot_template_option_and_class_file(tmp_path, labelled):
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({"labels": {"en": ["dog", "cat", "bird"], "pt": ["cão", "gato", "pássaro"]},
-                                   "prompts": {"pt": "o som de {}"}}), encoding="utf-8")
+                                   "prompts": {"pt": "o som de {}"}}), encoding="utf-8-sig")  # with a BOM
     context, _, _ = context_for(tmp_path, labelled, languages=["en", "pt"])
     result = ZeroShotTask().run(context, classes=str(classes), template=["{} can be heard", "a {}"])
     assert result.protocol["classes"] == ["dog", "cat", "bird"]

@@ -13,7 +13,7 @@ from modbind.audio.fbank import FbankParams, frame_padding_mask, kaldi_fbank
 from modbind_audio_beats.frontend import BEATS_FBANK
 from modbind_audio_mae.frontend import AUDIOMAE_FBANK
 
-# README of shared/conformance/kaldi_fbank: an independent re-implementation should expect about 5e-3 abs on
+# tests/fixtures/conformance/kaldi_fbank: an independent re-implementation should expect about 5e-3 abs on
 # the raw log-mel and 5e-4 after normalisation.
 RAW_ATOL = 5e-3
 NORM_ATOL = 5e-4

@@ -1,4 +1,4 @@
-"""Retrieval and zero-shot metrics against every reference fixture in shared/conformance/metrics."""
+"""Retrieval and zero-shot metrics against every reference fixture in tests/fixtures/conformance/metrics."""
 
 from __future__ import annotations
 

@@ -47,12 +47,12 @@ def test_all_nine_readers_are_registered_through_the_hook():
     assert registry.dataset_readers.owners["clotho"].module == "modbind.data.plugin"
 
 
-def test_audiocaps_groups_non_adjacent_captions_in_file_order(tmp_path, shared_dir):
-    tree = build_audiocaps(tmp_path, shared_dir)
+def test_audiocaps_groups_non_adjacent_captions_in_file_order(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
     entries = by_id(reader("audiocaps").read(tree.root, "test"))
     assert list(entries) == ["Y7fmOlUlwoNg_20", "Y6BJ455B1aAs_0", "YGOD8Bt5LfDE_100"]
     # Independent check: WavCaps' converted test.csv lists caption_1..5 per clip.
-    with (shared_dir / "datasets/AudioCaps/wavcaps_format/test.csv").open(newline="", encoding="utf-8") as handle:
+    with (datasets_dir / "AudioCaps/wavcaps_format/test.csv").open(newline="", encoding="utf-8") as handle:
         expected = {row["file_name"][1:12]: [row[f"caption_{j}"] for j in range(1, 6)] for row in csv.DictReader(handle)}
     for entry in entries.values():
         assert entry.captions["en"] == expected[entry.meta["youtube_id"]]
@@ -64,8 +64,8 @@ def test_audiocaps_groups_non_adjacent_captions_in_file_order(tmp_path, shared_d
     assert entries["Y6BJ455B1aAs_0"].path == "waveforms/test/6BJ455B1aAs_0.flac"  # the aac-datasets naming
 
 
-def test_audiocaps_all_splits_and_split_aliases(tmp_path, shared_dir):
-    tree = build_audiocaps(tmp_path, shared_dir)
+def test_audiocaps_all_splits_and_split_aliases(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
     entries = list(reader("audiocaps").read(tree.root))
     assert [sum(e.split == s for e in entries) for s in ("train", "val", "test")] == [15, 3, 3]
     assert {e.id for e in reader("audiocaps").read(tree.root, "validation")} == {
@@ -74,8 +74,8 @@ def test_audiocaps_all_splits_and_split_aliases(tmp_path, shared_dir):
         list(reader("audiocaps").read(tree.root, "tset"))
 
 
-def test_prepare_reports_missing_and_undecodable_audio(tmp_path, shared_dir):
-    tree = build_audiocaps(tmp_path, shared_dir)
+def test_prepare_reports_missing_and_undecodable_audio(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
     out = tmp_path / "manifests" / "ac_train.jsonl"
     report = prepare(reader("audiocaps").read(tree.root, "train"), dataset="audiocaps", root=tree.root, out=out,
                      split="train", probe=True, progress=False)
@@ -93,9 +93,9 @@ def test_prepare_reports_missing_and_undecodable_audio(tmp_path, shared_dir):
     assert report.summary().startswith("3 of 15 entries written")
 
 
-def test_real_wavcaps_blacklist_removes_audiocaps_clips(tmp_path, shared_dir):
-    tree = build_audiocaps(tmp_path, shared_dir)
-    blacklist = Blacklist.load(shared_dir / "datasets/WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json")
+def test_real_wavcaps_blacklist_removes_audiocaps_clips(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
+    blacklist = Blacklist.load(datasets_dir / "WavCaps/json_files/blacklist/blacklist_exclude_test_ac.json")
     assert "vfY_TJq7n_U" in blacklist.youtube_ids and "156" in blacklist.freesound_ids
     out = tmp_path / "val.jsonl"
     report = prepare(reader("audiocaps").read(tree.root, "val"), dataset="audiocaps", root=tree.root, out=out,
@@ -104,8 +104,8 @@ def test_real_wavcaps_blacklist_removes_audiocaps_clips(tmp_path, shared_dir):
     assert report.problems["blacklisted"][0]["detail"] == "youtube_id vfY_TJq7n_U"
 
 
-def test_clotho_evaluation_is_test_with_freesound_ids_from_latin1_metadata(tmp_path, shared_dir):
-    tree = build_clotho(tmp_path, shared_dir)
+def test_clotho_evaluation_is_test_with_freesound_ids_from_latin1_metadata(tmp_path, datasets_dir):
+    tree = build_clotho(tmp_path, datasets_dir)
     entries = list(reader("clotho").read(tree.root, "evaluation"))
     assert len(entries) == 10 and {e.split for e in entries} == {"test"}
     santa = entries[0]
@@ -117,15 +117,15 @@ def test_clotho_evaluation_is_test_with_freesound_ids_from_latin1_metadata(tmp_p
     assert "freesound_id" not in entries[3].meta  # no metadata row for this clip
 
 
-def test_clotho_html_escaped_names_find_the_unescaped_file(tmp_path, shared_dir):
-    tree = build_clotho(tmp_path, shared_dir)
+def test_clotho_html_escaped_names_find_the_unescaped_file(tmp_path, datasets_dir):
+    tree = build_clotho(tmp_path, datasets_dir)
     entry = by_id(reader("clotho").read(tree.root, "train"))["121006_rain&amp;storm.wav"]
     assert entry.path == "development/121006_rain&storm.wav"
     assert entry.captions["en"][0].startswith("As thunder claps far in the distance")
 
 
-def test_wavcaps_sources_keep_colliding_ids_apart(tmp_path, shared_dir):
-    tree = build_wavcaps(tmp_path, shared_dir)
+def test_wavcaps_sources_keep_colliding_ids_apart(tmp_path, datasets_dir):
+    tree = build_wavcaps(tmp_path, datasets_dir)
     entries = by_id(reader("wavcaps").read(tree.root))
     sb, fsd = entries["soundbible/2219"], entries["freesound/2219"]
     assert sb.captions == {"en": ["An airplane is landing."]} and sb.path == "Zip_files/SoundBible/mega/2219.flac"
@@ -139,8 +139,8 @@ def test_wavcaps_sources_keep_colliding_ids_apart(tmp_path, shared_dir):
     assert blacklist.reason(sb) is None  # SoundBible ids are not Freesound ids
 
 
-def test_wavcaps_missing_caption_key_names_entry(tmp_path, shared_dir):
-    tree = build_wavcaps(tmp_path, shared_dir)
+def test_wavcaps_missing_caption_key_names_entry(tmp_path, datasets_dir):
+    tree = build_wavcaps(tmp_path, datasets_dir)
     path = tree.root / "json_files/FreeSound/fsd_final.json"
     document = json.loads(path.read_text())
     del document["data"][1]["caption"]
@@ -149,16 +149,16 @@ def test_wavcaps_missing_caption_key_names_entry(tmp_path, shared_dir):
         list(reader("wavcaps").read(tree.root, "freesound"))
 
 
-def test_broken_json_fails_with_line(tmp_path, shared_dir):
-    tree = build_wavcaps(tmp_path, shared_dir)
+def test_broken_json_fails_with_line(tmp_path, datasets_dir):
+    tree = build_wavcaps(tmp_path, datasets_dir)
     path = tree.root / "json_files/FreeSound/fsd_final.json"
     path.write_text('{"num_captions_per_audio": 1,\n "data": [\n {"id": "1", "caption": "x",}\n]}')
     with pytest.raises(DataError, match=r"fsd_final.json:3: invalid JSON"):
         list(reader("wavcaps").read(tree.root, "freesound"))
 
 
-def test_esc50_folds_labels_and_missing_clip(tmp_path, shared_dir):
-    tree = build_esc50(tmp_path, shared_dir)
+def test_esc50_folds_labels_and_missing_clip(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
     entries = list(reader("esc50").read(tree.root))
     assert len(entries) == 20 and {e.fold for e in entries} == {1}
     first = entries[1]
@@ -171,8 +171,26 @@ def test_esc50_folds_labels_and_missing_clip(tmp_path, shared_dir):
     assert report.problems["missing_audio"][0]["id"] == tree.missing[0]
 
 
-def test_esc50_bad_fold_number_names_file_line_and_column(tmp_path, shared_dir):
-    tree = build_esc50(tmp_path, shared_dir)
+def test_metadata_saved_with_a_byte_order_mark_reads_the_same(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
+    plain = list(reader("esc50").read(tree.root))
+    meta = tree.root / "meta/esc50.csv"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())  # as Excel's "CSV UTF-8" saves it
+    assert list(reader("esc50").read(tree.root)) == plain
+
+
+def test_media_index_finds_every_audio_format_the_decoder_reads(tmp_path):
+    from modbind.data.audio_index import MediaIndex
+
+    for name in ("a.aiff", "b.opus", "c.au", "d.txt"):
+        (tmp_path / "audio" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "audio" / name).write_bytes(b"")
+    index = MediaIndex(tmp_path)
+    assert [index.find([stem]) for stem in "abcd"] == ["audio/a.aiff", "audio/b.opus", "audio/c.au", None]
+
+
+def test_esc50_bad_fold_number_names_file_line_and_column(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
     meta = tree.root / "meta/esc50.csv"
     lines = meta.read_text().splitlines()
     lines[5] = lines[5].replace(",1,19,", ",7,19,", 1)
@@ -181,8 +199,8 @@ def test_esc50_bad_fold_number_names_file_line_and_column(tmp_path, shared_dir):
         list(reader("esc50").read(tree.root))
 
 
-def test_urbansound8k_ten_folds_and_flattened_audio(tmp_path, shared_dir):
-    tree = build_urbansound8k(tmp_path, shared_dir)
+def test_urbansound8k_ten_folds_and_flattened_audio(tmp_path, datasets_dir):
+    tree = build_urbansound8k(tmp_path, datasets_dir)
     entries = by_id(reader("urbansound8k").read(tree.root))
     assert len(entries) == 20
     bark = entries["100032-3-0-0.wav"]
@@ -197,8 +215,8 @@ def test_urbansound8k_ten_folds_and_flattened_audio(tmp_path, shared_dir):
     assert report.written == 20 and read_manifest(tmp_path / "us.jsonl")[0].sample_rate == 22050
 
 
-def test_missing_column_names_the_file_and_the_header(tmp_path, shared_dir):
-    tree = build_urbansound8k(tmp_path, shared_dir)
+def test_missing_column_names_the_file_and_the_header(tmp_path, datasets_dir):
+    tree = build_urbansound8k(tmp_path, datasets_dir)
     meta = tree.root / "metadata/UrbanSound8K.csv"
     lines = meta.read_text().splitlines()
     meta.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
@@ -206,8 +224,8 @@ def test_missing_column_names_the_file_and_the_header(tmp_path, shared_dir):
         list(reader("urbansound8k").read(tree.root))
 
 
-def test_vggsound_headerless_csv_quoted_labels_and_frames(tmp_path, shared_dir):
-    tree = build_vggsound(tmp_path, shared_dir)
+def test_vggsound_headerless_csv_quoted_labels_and_frames(tmp_path, datasets_dir):
+    tree = build_vggsound(tmp_path, datasets_dir)
     entries = by_id(reader("vggsound").read(tree.root))
     assert len(entries) == 30
     first = entries["---g-f_I2yQ_000001"]
@@ -223,16 +241,16 @@ def test_vggsound_headerless_csv_quoted_labels_and_frames(tmp_path, shared_dir):
     assert read_manifest(out)[0].image == "VGGSound/frames/---g-f_I2yQ_000001.jpg"
 
 
-def test_vggsound_header_line_is_rejected_with_a_hint(tmp_path, shared_dir):
-    tree = build_vggsound(tmp_path, shared_dir)
+def test_vggsound_header_line_is_rejected_with_a_hint(tmp_path, datasets_dir):
+    tree = build_vggsound(tmp_path, datasets_dir)
     csv_path = tree.root / "vggsound.csv"
     csv_path.write_text("ytid,start_seconds,label,split\n" + csv_path.read_text())
     with pytest.raises(DataError, match=r"vggsound.csv:1: YouTube id 'ytid' is not 11 characters.*no header"):
         list(reader("vggsound").read(tree.root))
 
 
-def test_non_utf8_metadata_fails_with_line(tmp_path, shared_dir):
-    tree = build_vggsound(tmp_path, shared_dir)
+def test_non_utf8_metadata_fails_with_line(tmp_path, datasets_dir):
+    tree = build_vggsound(tmp_path, datasets_dir)
     csv_path = tree.root / "vggsound.csv"
     lines = csv_path.read_bytes().split(b"\n")
     lines[2] = lines[2].replace(b"playing tennis", b"playing t\xe9nnis")
@@ -292,8 +310,8 @@ def test_audiosetcaps_sources_and_id_grammar(tmp_path):
         list(reader("audiosetcaps").read(root, "audioset"))
 
 
-def test_media_root_outside_dataset_root(tmp_path, shared_dir):
-    tree = build_esc50(tmp_path, shared_dir)
+def test_media_root_outside_dataset_root(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
     media = tmp_path / "elsewhere"
     (tree.root / "audio").rename(media)
     entries = list(reader("esc50").read(tree.root, media_root=media))
@@ -310,10 +328,10 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path):
         list(reader("clotho").read(Path(tmp_path / "nope")))
 
 
-def test_audiocaps_v2_layout_lowercase_captions(tmp_path, shared_dir):
+def test_audiocaps_v2_layout_lowercase_captions(tmp_path, datasets_dir):
     root = tmp_path / "audiocaps"
     (root / "dataset2.0").mkdir(parents=True)
-    (root / "dataset2.0/test.csv").write_bytes((shared_dir / "datasets/AudioCaps/v2/test.csv").read_bytes())
+    (root / "dataset2.0/test.csv").write_bytes((datasets_dir / "AudioCaps/v2/test.csv").read_bytes())
     entries = list(reader("audiocaps").read(root, "test"))
     assert [e.id for e in entries] == ["Y7fmOlUlwoNg_20", "Y6BJ455B1aAs_0"]
     assert entries[0].captions["en"] == [
@@ -337,8 +355,8 @@ def test_macs_yaml_errors_name_the_line_or_entry(tmp_path):
         list(reader("macs").read(tree.root))
 
 
-def test_prepare_reports_duplicate_ids(tmp_path, shared_dir):
-    tree = build_esc50(tmp_path, shared_dir)
+def test_prepare_reports_duplicate_ids(tmp_path, datasets_dir):
+    tree = build_esc50(tmp_path, datasets_dir)
     entries = list(reader("esc50").read(tree.root))
     report = prepare(iter(entries + entries[:2]), dataset="esc50", root=tree.root, out=tmp_path / "d.jsonl",
                      progress=False)

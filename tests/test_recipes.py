@@ -70,6 +70,13 @@ def test_bad_recipes_fail_with_one_clear_message(tmp_path, content, overrides, m
         load_recipe(path, overrides)
 
 
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("train:\n  batch_size: 8\n", encoding="utf-8-sig")  # as Windows editors save it
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_recipe(path, []).train.batch_size == 8
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

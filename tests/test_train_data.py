@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modbind.config import DataSource
+from modbind.data.manifest import read_manifest
 from modbind.errors import ConfigError, DataError
 from modbind.train.data import (
     AlignmentDataset,
@@ -59,6 +60,13 @@ def test_sources_keep_only_items_captioned_in_the_training_language(tmp_path: Pa
         read_sources([DataSource(manifest=tmp_path / "train.jsonl")], "pt")
     with pytest.raises(ConfigError, match="data.train is empty"):
         read_sources([], "en")
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads_the_same(tmp_path: Path) -> None:
+    manifest = write_imu_manifest(tmp_path, 3)
+    plain = read_manifest(manifest)
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())  # as Windows editors save UTF-8
+    assert read_manifest(manifest) == plain and len(plain) == 4
 
 
 def test_epoch_order_is_deterministic_and_mixes_by_weight(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modbind.contracts import AnchorProvider
-from modbind.errors import CheckpointError, ConfigError, did_you_mean
+from modbind.errors import CheckpointError, ConfigError, did_you_mean, exception_reason
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
@@ -295,7 +295,7 @@ def _read_open_clip_config(path: Path, search: _Search) -> dict[str, Any]:
         search.missing.append(f"{path.name} in {path.parent}")
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err}); re-create the model folder") from None
     if "model_cfg" not in config:
@@ -391,9 +391,8 @@ def build_openclip(source: OpenClipSource, device: str = "cpu", precision: str =
         try:
             open_clip.load_checkpoint(model, str(source.weights), strict=True, weights_only=True)
         except (RuntimeError, KeyError, ValueError, OSError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(
-                f"{source.weights}: does not fit anchor '{source.label}' ({first}); "
+                f"{source.weights}: does not fit anchor '{source.label}' ({exception_reason(err)}); "
                 "check that anchor.model names the architecture these weights were trained with"
             ) from None
     tokenizer = _tokenizer(source, text_cfg)

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from modbind.audio.crop import crop_or_pad
-from modbind.audio.io import AUDIO_EXTENSIONS, AudioClip, load_audio, to_clip
+from modbind.audio.io import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, AudioClip, load_audio, to_clip
 from modbind.audio.pcm import PCM16_FORMAT, pack_clip, unpack_clip
 from modbind.audio.prompts import SOUND_TEMPLATES
 from modbind.audio.specaugment import spec_augment
@@ -54,6 +54,8 @@ class AudioEncoderOptions(EncoderOptions):
     """Largest time-mask width T (frames)."""
     n_freq_masks: int = Field(1, ge=0)
     n_time_masks: int = Field(1, ge=0)
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0)
+    """Longest audio a file may declare; a longer header is refused before decoding (the file is skipped)."""
 
     @property
     def clip_samples(self) -> int:
@@ -75,7 +77,7 @@ class AudioEncoderPlugin(EncoderPlugin[AudioOptionsT]):
 
     def load_item(self, path: Path, options: AudioOptionsT) -> AudioClip:
         """Decode, mix down and resample one file (DataError naming the file when it is unusable)."""
-        return load_audio(Path(path), options.sample_rate)
+        return load_audio(Path(path), options.sample_rate, max_seconds=options.max_seconds)
 
     def as_item(self, value: Any, options: AudioOptionsT, **hints: Any) -> Any:
         """A waveform (numpy/torch, (N,) or (N, C)) recorded at ``sample_rate=`` becomes a clip at the

@@ -4,7 +4,7 @@ It follows ``torchaudio.compliance.kaldi.fbank`` step by step (framing with ``sn
 pre-emphasis, window, zero-padded FFT, power spectrum, Kaldi mel triangles, log with a float eps floor)
 but works on a (B, N) batch at once. The audio plugins hold the presets that reproduce the official BEATs
 and AudioMAE preprocessing, normalisation included (``modbind_audio_beats.frontend``,
-``modbind_audio_mae.frontend``; verified against torchaudio's outputs in the kaldi_fbank conformance fixture).
+``modbind_audio_mae.frontend``; verified against torchaudio's outputs in ``tests/fixtures/conformance/kaldi_fbank``).
 
 Different-length clips share a batch through a trailing padding mask (B, N), True = padding:
 

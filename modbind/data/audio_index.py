@@ -12,7 +12,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+from modbind.audio.io import AUDIO_EXTENSIONS
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 

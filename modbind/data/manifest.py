@@ -59,13 +59,14 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
 
 
 def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
+    """Entries one by one. Lines are UTF-8; a byte-order mark (Windows editors write one) is ignored."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8").strip()
+                line = raw.decode("utf-8-sig").strip()
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}:{number}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
             if not line:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.atomic import write_json_atomic
 from modbind.data.overlap import Blacklist
-from modbind.errors import DataError
+from modbind.errors import DataError, exception_reason
 
 
 @dataclass
@@ -42,7 +42,7 @@ def check_audio(path: Path, *, decode: bool = False) -> FileCheck:
     try:
         info = soundfile.info(str(path))
     except Exception as err:  # noqa: BLE001 - libsndfile raises several types for broken files
-        return FileCheck("undecodable", str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        return FileCheck("undecodable", exception_reason(err))
     if info.frames <= 0 or info.samplerate <= 0:
         return FileCheck("undecodable", "no samples")
     if decode:

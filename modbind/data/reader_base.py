@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from modbind.audio.io import AUDIO_EXTENSIONS
 from modbind.contracts import DatasetReader
-from modbind.data.audio_index import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MediaIndex
+from modbind.data.audio_index import IMAGE_EXTENSIONS, MediaIndex
 from modbind.data.manifest import ManifestEntry
 from modbind.data.metadata import Row, read_csv
 from modbind.errors import DataError, did_you_mean

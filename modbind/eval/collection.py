@@ -76,7 +76,7 @@ def _add_file(found: Collection, path: Path, item_extensions: Sequence[str], kin
         return
     if chosen == "text":
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as err:
             found.skipped.append(Failure(str(path), f"cannot read as UTF-8 text ({err})"))
             return

@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from modbind.cache import cache_root
-from modbind.errors import ModbindError
+from modbind.errors import ModbindError, exception_reason
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DECODE_ERRORS = (ModbindError, OSError, ValueError, RuntimeError, EOFError)
@@ -209,5 +209,5 @@ class Embedder:
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = exception_reason(err)
     return f"{type(err).__name__}: {text}" if not isinstance(err, ModbindError) else text

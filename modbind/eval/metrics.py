@@ -1,6 +1,6 @@
 """Retrieval and zero-shot metrics, defined exactly as the reference implementations define them.
 
-Conventions (see docs/eval-protocol.md and ``shared/conformance/metrics/README.md``):
+Conventions (see docs/eval-protocol.md and ``tests/fixtures/conformance/metrics/``):
 
 * Scores are a (queries × candidates) matrix; ``relevant`` is a boolean matrix of the same shape.
 * A query's rank is the 0-based position of its *best-placed* relevant candidate after sorting scores in

@@ -62,7 +62,7 @@ def read_class_file(path: Path, context: EvalContext) -> dict[str, Any]:
     if found is None:
         raise DataError(f"class file not found: {path} (looked in {', '.join(str(c) for c in candidates)})")
     try:
-        data = json.loads(found.read_text(encoding="utf-8"))
+        data = json.loads(found.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{found}: not valid JSON ({err})") from None
     labels = data.get("labels")
