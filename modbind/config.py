@@ -46,8 +46,11 @@ class DataSource(Section):
 
     manifest: Path
     root: Path | None = None
-    """Folder that relative item paths are resolved against (default: the manifest's folder)."""
+    """Folder that relative item paths are resolved against (default: the manifest's folder); no path in
+    the manifest may leave it."""
     weight: float = Field(1.0, gt=0)
+    allow_absolute_paths: bool = False
+    """Accept absolute item paths in this manifest (refused by default: see :mod:`modbind.data.paths`)."""
 
 
 class DataConfig(Section):

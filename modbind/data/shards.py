@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from modbind.audio.io import AudioClip, load_audio
 from modbind.data.manifest import ManifestEntry
+from modbind.data.paths import resolve_under
 from modbind.atomic import publish, temp_path_for, write_json_atomic
 from modbind.errors import DataError
 
@@ -101,9 +102,12 @@ def pack_shards(
     max_seconds: float | None = None,
     workers: int = 1,
     progress: bool = True,
+    allow_absolute_paths: bool = False,
 ) -> PackReport:
     """Decode every entry's audio at ``sample_rate`` into tar shards in ``out_dir``; unreadable files are skipped.
 
+    Every entry's path must stay under ``root`` (absolute ones only with ``allow_absolute_paths``): one
+    that does not fails the pack before anything is read or written.
     ``max_seconds`` keeps only the start of long clips (saves disk when training crops 10 s anyway).
     Each shard is written to a temporary name and renamed when complete, so a crash never leaves a
     truncated shard behind under a final name; a progress file written after each shard lets the same
@@ -112,8 +116,9 @@ def pack_shards(
     root, out_dir = Path(root), Path(out_dir)
     if clips_per_shard < 1:
         raise DataError(f"clips_per_shard must be at least 1 (got {clips_per_shard})")
-    out_dir.mkdir(parents=True, exist_ok=True)
     entries = list(entries)
+    paths = [str(resolve_under(root, e.path, where=e.where(), allow_absolute=allow_absolute_paths)) for e in entries]
+    out_dir.mkdir(parents=True, exist_ok=True)
     settings = _pack_settings(entries, sample_rate, clips_per_shard, max_seconds)
     report = PackReport(out_dir=str(out_dir), sample_rate=sample_rate)
     writer = _ShardWriter(out_dir, clips_per_shard, report)
@@ -122,7 +127,7 @@ def pack_shards(
     try:
         with tqdm(total=len(entries), initial=start, desc="packing shards", unit="clip", disable=not progress) as bar:
             for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of clips at a time
-                jobs = [(i, str(root / entries[i].path), entries[i].id, sample_rate, max_seconds)
+                jobs = [(i, paths[i], entries[i].id, sample_rate, max_seconds)
                         for i in range(window, min(window + _WINDOW, len(entries)))]
                 results = pool.map(_decode_job, jobs, chunksize=8) if pool else map(_decode_job, jobs)
                 for index, pcm, count, error in results:

@@ -82,20 +82,21 @@ def run_alignment(
     plugin = get_registry().encoder(recipe.plugin.name)
     options = plugin.options(recipe.plugin.options)
     train = recipe.train
-    rank, world, device = init_distributed()
     out = Path(recipe.output.dir)
     checkpoints = out / CHECKPOINT_DIR
     if not resume and latest_tag(checkpoints) is not None:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
     if resume:
         _check_same_recipe(out / RECIPE_FILE, recipe)
+    # manifests are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
+    sources = read_sources(recipe.data.train, recipe.data.caption_language)
+    val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
+    rank, world, device = init_distributed()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
 
-    sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
     anchor, captions = _prepare_captions(recipe, all_captions(sources + val_sources), out, rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
