@@ -131,6 +131,9 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     """Optimizer steps between resumable checkpoints (one is always written at the end)."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
+    so that a checkpoint damaged by a crash leaves one to resume from."""
     compile: bool = False
     """torch.compile the trainable model (DeepSpeed's ``engine.compile``): faster steps on GPUs for long
     runs; the first steps pay the compile time. Off by default, as in the paper's runs."""

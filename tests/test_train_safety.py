@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from modbind.config import Recipe
-from modbind.errors import UnsafePathError
-from modbind.train.trainer import run_alignment
+from modbind.errors import CheckpointError, ConfigError, UnsafePathError
+from modbind.train.checkpoints import LATEST_FILE, checkpoint_tags, prune_checkpoints
+from modbind.train.trainer import StepReport, run_alignment
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,3 +77,95 @@ def test_allowed_absolute_paths_train(world, imu_plugin, tmp_path) -> None:
     settings["data"]["train"][0]["allow_absolute_paths"] = True
     result = run_alignment(Recipe.model_validate(settings), progress=False)
     assert result.steps == 2 and result.skipped == 0
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_after(step: int):
+    def on_step(report: StepReport) -> None:
+        if report.step == step:
+            raise Crash("killed")
+    return on_step
+
+
+def test_resume_never_unpickles_a_planted_checkpoint(world, imu_plugin, tmp_path) -> None:
+    recipe = recipe_for(world, "planted", max_steps=4, checkpoint_every=2)
+    with pytest.raises(Crash):
+        run_alignment(recipe, progress=False, on_step=crash_after(3))
+    marker = tmp_path / "marker"
+
+    class Payload:  # unpickling it calls open(marker, "w"): any code could stand here
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    planted = recipe.output.dir / "checkpoints" / "step00000002" / "mp_rank_00_model_states.pt"
+    torch.save({"module": Payload()}, planted)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*mp_rank_00_model_states.pt: it contains the "
+                                              r"object '(builtins|io).open'.*delete .*step00000002"):
+        run_alignment(recipe, resume=True, progress=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_stage_checkpoints_resume_safely_and_exactly(world, imu_plugin, stage) -> None:
+    """ZeRO 1/2 optimizer files hold DeepSpeed's own records; they load under the allow-list, resuming exactly."""
+    straight = run_alignment(recipe_for(world, f"straight-zero{stage}", max_steps=4, zero_stage=stage),
+                             progress=False)
+    recipe = recipe_for(world, f"resumed-zero{stage}", max_steps=4, zero_stage=stage, checkpoint_every=2)
+    with pytest.raises(Crash):
+        run_alignment(recipe, progress=False, on_step=crash_after(3))
+    resumed = run_alignment(recipe, resume=True, progress=False)
+    np.testing.assert_allclose(resumed.history, straight.history[2:], rtol=1e-4, atol=1e-5)
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(world, imu_plugin, capsys) -> None:
+    straight = run_alignment(recipe_for(world, "whole", max_steps=4), progress=False)
+    recipe = recipe_for(world, "truncated", max_steps=4, checkpoint_every=2)
+    with pytest.raises(Crash):
+        run_alignment(recipe, progress=False, on_step=crash_after(4))  # after step 4's checkpoint was written
+    checkpoints = recipe.output.dir / "checkpoints"
+    assert (checkpoints / LATEST_FILE).read_text().strip() == "step00000004"
+    damaged = checkpoints / "step00000004" / "mp_rank_00_model_states.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a power cut mid-write
+    capsys.readouterr()
+    resumed = run_alignment(recipe, resume=True, progress=False)
+    warning = capsys.readouterr().err
+    assert "step00000004 is damaged" in warning and "resuming from" in warning and "step00000002" in warning
+    np.testing.assert_allclose(resumed.history, straight.history[2:], rtol=1e-4, atol=1e-5)
+
+    for tag in checkpoint_tags(checkpoints):  # nothing whole left: a clear error, no zip-reader traceback
+        model_file = checkpoints / tag / "mp_rank_00_model_states.pt"
+        model_file.write_bytes(model_file.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"is damaged .*no earlier complete checkpoint"):
+        run_alignment(recipe, resume=True, progress=False)
+
+
+def test_old_checkpoints_are_pruned_after_each_save(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "pruned", max_steps=5, checkpoint_every=1, keep_checkpoints=2)
+    run_alignment(recipe, progress=False)
+    checkpoints = recipe.output.dir / "checkpoints"
+    assert checkpoint_tags(checkpoints) == ["step00000004", "step00000005"]
+    assert (checkpoints / LATEST_FILE).read_text().strip() == "step00000005"
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_pruning_keeps_latest_and_leaves_newer_stale_checkpoints(tmp_path) -> None:
+    for step in range(1, 6):
+        (tmp_path / f"step{step:08d}").mkdir()
+    (tmp_path / LATEST_FILE).write_text("step00000003\n")  # a run that resumed from step 3 (4, 5 were damaged)
+    assert prune_checkpoints(tmp_path, keep=2) == ["step00000001"]
+    assert checkpoint_tags(tmp_path) == ["step00000002", "step00000003", "step00000004", "step00000005"]
+    assert prune_checkpoints(tmp_path, keep=1) == ["step00000002"]
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        from modbind.recipes import load_recipe
+
+        load_recipe(None, ["train.keep_checkpoints=0"], resolve_plugin=False)
+
+
+def test_engine_set_up_errors_are_one_line(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "bad-backend", max_steps=1, compile=True, compile_backend="no_such_backend")
+    with pytest.raises(ConfigError, match=r"^DeepSpeed could not set up training \(.*no_such_backend") as err:
+        run_alignment(recipe, progress=False)
+    assert "\n" not in str(err.value)

@@ -24,6 +24,7 @@ from modbind.config import Recipe
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind.errors import ConfigError
 from modbind.recipes import dump_recipe
+from modbind.train.checkpoints import checkpoint_tag, latest_tag
 from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
@@ -34,7 +35,7 @@ from modbind.train.data import (
     mix_seed,
     read_sources,
 )
-from modbind.train.engine import Engine, init_distributed, latest_tag, micro_batch_size
+from modbind.train.engine import Engine, init_distributed, micro_batch_size
 from modbind.train.export import AlignedModel, make_card
 from modbind.train.finetune import apply_finetune
 from modbind.train.loss import symmetric_info_nce
@@ -210,7 +211,7 @@ class TrainLoop:
                 if micro_index + 1 == micro_steps:
                     next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
-                    self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, f"step{report.step:08d}", next_state)
+                    self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, checkpoint_tag(report.step), next_state)
                 if self.on_step is not None:
                     self.on_step(report)
                 if report.step >= total_steps and micro_index + 1 < micro_steps:
