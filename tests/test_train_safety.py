@@ -169,3 +169,18 @@ def test_engine_set_up_errors_are_one_line(world, imu_plugin) -> None:
     with pytest.raises(ConfigError, match=r"^DeepSpeed could not set up training \(.*no_such_backend") as err:
         run_alignment(recipe, progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume(world, imu_plugin, capsys) -> None:
+    recipe = recipe_for(world, "torn", max_steps=4, checkpoint_every=2)
+    with pytest.raises(Crash):
+        run_alignment(recipe, progress=False, on_step=crash_after(3))
+    metrics = recipe.output.dir / "metrics.jsonl"
+    with metrics.open("a", encoding="utf-8") as handle:
+        handle.write('{"time": 1.5, "step": 3, "lo')  # the append a crash cut short
+    capsys.readouterr()
+    result = run_alignment(recipe, resume=True, progress=False)
+    assert result.steps == 4
+    assert "dropped 1 unreadable line" in capsys.readouterr().err
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]

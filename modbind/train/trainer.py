@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,15 +310,29 @@ class TrainLoop:
 
 
 class MetricsLog:
-    """Append-only JSONL metrics; on resume, lines past the checkpoint's step are dropped first."""
+    """Append-only JSONL metrics; on resume, lines past the checkpoint's step are dropped first.
+
+    A line that is not a JSON record (the torn end of an append cut short by a crash or a full disk) is
+    dropped on resume with a warning: it holds nothing the resumed run cannot log again.
+    """
 
     def __init__(self, path: Path, *, enabled: bool, resume_step: int | None = None, tensorboard: bool = False):
         self.path = path
         self.enabled = enabled
         self.board = _tensorboard_writer(path.parent / "tensorboard") if enabled and tensorboard else None
         if enabled and resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept, torn = [], []
+            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                record = _json_record(line)
+                if record is None:
+                    torn.append(number)
+                elif record.get("step", 0) <= resume_step:
+                    kept.append(line)
+            if torn:
+                tqdm.write(f"warning: {path}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn))}), "
+                           "the end of a write cut short", file=sys.stderr)
             atomic_write(path, "".join(line + "\n" for line in kept))
             self.write({"event": "resume", "step": resume_step})
 
@@ -331,6 +346,14 @@ class MetricsLog:
             for key in ("loss", "lr", "logit_scale", "samples_per_s"):
                 self.board.add_scalar(f"train/{key}", record[key], record["step"])
             self.board.flush()
+
+
+def _json_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _tensorboard_writer(folder: Path) -> Any:
