@@ -4,12 +4,16 @@ file, fill the disk with checkpoints or leave shared memory behind."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from modbind.config import Recipe
 from modbind.errors import CheckpointError, ConfigError, UnsafePathError
@@ -184,3 +188,27 @@ def test_a_torn_metrics_line_is_dropped_on_resume(world, imu_plugin, capsys) -> 
     assert "dropped 1 unreadable line" in capsys.readouterr().err
     records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+
+
+def shm_segments(port: int) -> list[str]:
+    """DeepSpeed's shared-memory segments named after this MASTER_PORT (other runs on the machine use others)."""
+    return [name for name in os.listdir("/dev/shm") if name.startswith("deepspeed") and f"_{port}_" in name]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this system")
+def test_align_leaves_nothing_in_shared_memory(world, imu_plugin, tmp_path) -> None:
+    """A successful run, a run refused before DeepSpeed starts and one failing after it leave no segment."""
+    from modbind.train.engine import free_port
+
+    good = imu_recipe(world["anchor"], world["manifest"], tmp_path / "good", max_steps=1)
+    missing = imu_recipe(world["anchor"], tmp_path / "missing.jsonl", tmp_path / "missing", max_steps=1)
+    late = imu_recipe(world["anchor"], world["manifest"], tmp_path / "late", max_steps=1, batch_size=64)
+    for name, settings, status in (("good", good, 0), ("missing", missing, 2), ("late", late, 2)):
+        recipe_file = tmp_path / f"{name}.yaml"
+        recipe_file.write_text(yaml.safe_dump(settings))
+        port = free_port()
+        env = {**os.environ, "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-m", "modbind.cli.main", "align", "--recipe", str(recipe_file),
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert run.returncode == status, run.stdout + run.stderr
+        assert shm_segments(port) == [], name

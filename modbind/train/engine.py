@@ -34,6 +34,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     accelerator = get_accelerator()
     on_cpu = accelerator.device_name() == "cpu"
+    if on_cpu:
+        _skip_shared_memory_allreduce()
     if not dist.is_initialized():
         if "RANK" not in os.environ:  # no launcher: a single local process
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
@@ -46,6 +48,22 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if not on_cpu:
         accelerator.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _skip_shared_memory_allreduce() -> None:
+    """Keep DeepSpeed's CPU backend from building and starting its shared-memory all-reduce op.
+
+    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts, and every rank
+    then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*`` segment that nothing ever unlinks: each
+    run, even one that fails right after, leaves it in RAM. The op serves only ``inference_all_reduce``
+    (tensor-parallel inference kernels); training's collectives go through torch.distributed (gloo), so
+    marking the op unavailable in DeepSpeed's table of compatible ops (the table is kept for such edits)
+    changes nothing in training, leaves no segment behind and skips the compile.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def free_port() -> int:
