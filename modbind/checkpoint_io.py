@@ -101,7 +101,7 @@ def read_checkpoint(path: Path) -> CheckpointFile:
         raise CheckpointError(f"{path} is empty (0 bytes): the download or save did not finish; fetch or save it again")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    return _split_weights(path, _load_pickle(path))
+    return _split_weights(path, load_pickle(path))
 
 
 def _read_safetensors(path: Path) -> CheckpointFile:
@@ -130,16 +130,25 @@ _GLOBAL_PATTERN = re.compile(r"GLOBAL ([\w.]+)")
 _REASON_PATTERN = re.compile(r"WeightsUnpickler error:\s*(.+)")
 
 
-def _load_pickle(path: Path) -> Any:
+RESAVE_HINT = "If you trust the file, re-save its weights as .safetensors and load that instead."
+
+
+def load_pickle(path: Path, *, extra_globals: Iterable[Any] = (), map_location: Any = "cpu", mmap: bool = True,
+                hint: str = RESAVE_HINT) -> Any:
+    """``torch.load(weights_only=True)`` with the allow-list (plus ``extra_globals``, e.g. a trainer's own
+    state types); an object off the list, or a damaged file, raises a :class:`CheckpointError` ending in ``hint``.
+    """
+    path = Path(path)
     try:
-        with torch.serialization.safe_globals(_allowed_globals()):
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):
-                    raise
-                # Files from the legacy (pre-zip) torch format cannot be memory-mapped.
-                return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([*_allowed_globals(), *extra_globals]):
+            if mmap:
+                try:
+                    return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+                except RuntimeError as exc:
+                    if "mmap" not in str(exc):
+                        raise
+                    # Files from the legacy (pre-zip) torch format cannot be memory-mapped.
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _GLOBAL_PATTERN.search(str(exc))
         reason = _REASON_PATTERN.search(str(exc))
@@ -147,8 +156,7 @@ def _load_pickle(path: Path) -> Any:
                 else f"an object it cannot rebuild safely ({reason.group(1).strip()})" if reason else "an object")
         raise CheckpointError(
             f"refusing to load {path}: it contains {what}, which is not on modbind's allow-list of plain-data "
-            "types, and building it could run code from the file. If you trust the file, re-save its weights "
-            "as .safetensors and load that instead."
+            f"types, and building it could run code from the file. {hint}"
         ) from exc
     except Exception as exc:  # a corrupt file fails anywhere inside torch.load; say which file it was
         raise CheckpointError(

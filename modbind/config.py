@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -46,8 +46,11 @@ class DataSource(Section):
 
     manifest: Path
     root: Path | None = None
-    """Folder that relative item paths are resolved against (default: the manifest's folder)."""
+    """Folder that relative item paths are resolved against (default: the manifest's folder); no path in
+    the manifest may leave it."""
     weight: float = Field(1.0, gt=0)
+    allow_absolute_paths: bool = False
+    """Accept absolute item paths in this manifest (refused by default: see :mod:`modbind.data.paths`)."""
 
 
 class DataConfig(Section):
@@ -63,13 +66,35 @@ class DataConfig(Section):
 
 
 class OptimizerConfig(Section):
-    lr: float = Field(5e-5, gt=0)
-    min_lr: float = Field(1e-5, ge=0)
+    """Adam with warm-up and a cosine decay from ``lr`` to ``min_lr``; values Adam cannot use are refused here."""
+
+    lr: float = Field(5e-5, gt=0, allow_inf_nan=False)
+    min_lr: float = Field(1e-5, ge=0, allow_inf_nan=False)
+    """The floor of the cosine schedule; at most ``lr`` (a higher floor would make the schedule climb)."""
     betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    weight_decay: float = 1e-6
+    """Adam's moment decay rates, each in [0, 1)."""
+    eps: float = Field(1e-8, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-6, ge=0, allow_inf_nan=False)
     warmup_steps: int = Field(500, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False)
+    """Clip the global gradient norm to this (None: no clipping)."""
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_below_one(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        for name, beta in zip(("beta1", "beta2"), betas):
+            if not 0.0 <= beta < 1.0:  # NaN fails too
+                raise ValueError(f"{name} {beta} is not in [0, 1): Adam's moment averages would not decay")
+        return betas
+
+    @field_validator("min_lr")
+    @classmethod
+    def _floor_below_lr(cls, min_lr: float, info: ValidationInfo) -> float:
+        lr = info.data.get("lr")  # absent when lr itself was invalid
+        if lr is not None and min_lr > lr:
+            raise ValueError(f"min_lr {min_lr} is above lr {lr}: the schedule would climb instead of decay; "
+                             "set min_lr <= lr")
+        return min_lr
 
 
 class LoraConfig(Section):
@@ -106,6 +131,9 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     """Optimizer steps between resumable checkpoints (one is always written at the end)."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
+    so that a checkpoint damaged by a crash leaves one to resume from."""
     compile: bool = False
     """torch.compile the trainable model (DeepSpeed's ``engine.compile``): faster steps on GPUs for long
     runs; the first steps pay the compile time. Off by default, as in the paper's runs."""

@@ -237,7 +237,8 @@ class DatasetReader(abc.ABC):
 
     @abc.abstractmethod
     def read(self, root: Path, split: str | None = None) -> Iterator[Any]:
-        """Yield manifest entries (:class:`modbind.data.manifest.ManifestEntry`) for ``split``."""
+        """Yield manifest entries (:class:`modbind.data.manifest.ManifestEntry`) for ``split``, their paths relative
+        to ``root``; ``data prepare`` refuses a path that leaves it (:mod:`modbind.data.paths`)."""
 
 
 class EvalTask(abc.ABC):

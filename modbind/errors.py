@@ -22,6 +22,10 @@ class DataError(ModbindError):
     """An input file or manifest is unusable."""
 
 
+class UnsafePathError(DataError):
+    """A path read from a manifest or metadata file points outside its data root (or is absolute)."""
+
+
 class CheckpointError(ModbindError):
     """A checkpoint is missing, malformed or does not fit the model."""
 

@@ -18,13 +18,41 @@ if TYPE_CHECKING:  # pragma: no cover
     from modbind.plugins import Registry
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error.
+
+    Plain YAML keeps the last of two ``train:`` blocks and drops the first without a word; in a recipe
+    that silently discards settings.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' merges may be overridden by explicit keys, as YAML intends
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = key in first_line
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first set on line {first_line[key]}); merge the two into one",
+                    key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
-    """A YAML mapping from ``path`` (UTF-8, BOM allowed), or a ConfigError naming the file (and line) if not."""
+    """A YAML mapping from ``path`` (UTF-8, BOM allowed), or a ConfigError naming the file (and line) if not.
+
+    A key given twice in one mapping (two ``train:`` sections) is an error naming the line and the key.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data_factories import build_audiocaps, build_esc50, build_wavcaps
+from data_factories import build_audiocaps, build_clotho, build_esc50, build_wavcaps, write_audio
 from modbind.cli.main import cli
 from modbind.data.filter import CaptionConsistencyScorer, keep_count, score_manifest, select_pairs
 from modbind.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -271,3 +271,71 @@ def test_filter_cli_with_an_exported_model(tmp_path, datasets_dir):
     assert result.exit_code == 0, result.output
     assert "kept 3 of 6 scored pairs" in result.output  # FreeSound '156' has no description: kept unscored
     assert "freesound/156" in {e.id for e in read_manifest(out_text)}
+
+
+def test_prepare_refuses_metadata_file_names_that_leave_the_dataset(tmp_path, datasets_dir, monkeypatch):
+    import soundfile
+
+    tree = build_clotho(tmp_path / "data", datasets_dir)
+    secret = tmp_path / "outside" / "secret.wav"
+    write_audio(secret)
+    captions = tree.root / "clotho_captions_development.csv"
+    lines = captions.read_text(encoding="utf-8").splitlines()
+    lines.insert(2, "../../../outside/secret.wav,a,b,c,d,e")
+    captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    opened: list[str] = []
+    real_info = soundfile.info
+    monkeypatch.setattr(soundfile, "info", lambda path, *a, **k: opened.append(str(path)) or real_info(path, *a, **k))
+    out = tree.root / "train.jsonl"
+    result = CliRunner().invoke(cli, ["data", "prepare", "clotho", "--root", str(tree.root), "--split", "train",
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert (f"Error: {captions}:3: path 'development/../../../outside/secret.wav' leaves the data root"
+            in result.output)
+    assert not out.exists() and not any("secret" in path for path in opened)
+
+
+def test_prepare_writes_inside_the_dataset_or_absolute_paths_only_when_allowed(tmp_path, datasets_dir):
+    tree = build_audiocaps(tmp_path, datasets_dir)
+    beside = tmp_path / "manifests" / "test.jsonl"
+    args = ["data", "prepare", "audiocaps", "--root", str(tree.root), "--split", "test", "--out", str(beside),
+            "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "lie outside" in result.output and "--allow-absolute-paths" in result.output
+    assert invoke(*args, "--allow-absolute-paths").exit_code == 0
+    paths = [Path(e.path) for e in read_manifest(beside)]
+    assert paths and all(p.is_absolute() and p.is_file() for p in paths)
+
+
+def write_outside_manifest(folder: Path, path: str) -> Path:
+    """A manifest of two generated clips whose second line names ``path``."""
+    write_audio(folder / "a.wav")
+    entries = [ManifestEntry(id="a", path="a.wav", captions={"en": ["a tone"]}),
+               ManifestEntry(id="b", path=path, captions={"en": ["a secret"]})]
+    write_manifest(entries, folder / "m.jsonl")
+    return folder / "m.jsonl"
+
+
+def test_pack_refuses_paths_outside_the_root(tmp_path):
+    secret = write_audio(tmp_path / "outside" / "secret.wav")
+    for path, message in (("../outside/secret.wav", "m.jsonl:2: path '../outside/secret.wav' leaves the data root"),
+                          (str(secret), "m.jsonl:2: absolute path")):
+        manifest = write_outside_manifest(tmp_path / "data", path)
+        out = tmp_path / "shards"
+        result = CliRunner().invoke(cli, ["data", "pack", str(manifest), "--out", str(out), "--plugin", "audio_beats",
+                                          "--no-progress"])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists()
+    result = invoke("data", "pack", manifest, "--out", out, "--plugin", "audio_beats", "--no-progress",
+                    "--allow-absolute-paths")
+    assert result.exit_code == 0 and "2 clips in 1 shards" in result.output, result.output
+
+
+def test_filter_scorer_refuses_paths_outside_the_root(tmp_path):
+    from modbind.data.filter import AudioCaptionScorer
+    from modbind.errors import UnsafePathError
+
+    entry = ManifestEntry(id="x", path="../secret.wav", captions={"en": ["a tone"]})
+    scorer = AudioCaptionScorer(model=None, root=tmp_path, identity="test")
+    with pytest.raises(UnsafePathError, match=r"entry 'x': path '../secret.wav' leaves the data root"):
+        scorer.score_entries([entry], "en")

@@ -33,16 +33,16 @@ def test_three_sources_align_and_translated_audiocaps_test_evaluates(tmp_path, d
         "audiocaps": build_audiocaps(tmp_path, datasets_dir).root,
         "clotho": build_clotho(tmp_path, datasets_dir).root,
     }
-    manifests = tmp_path / "manifests"
+    manifests = tmp_path / "manifests"  # beside the datasets, not inside them: paths are written absolute
     invoke("data", "prepare", "wavcaps", "--root", sources["wavcaps"], "--out", manifests / "wavcaps.jsonl",
-           "--no-progress")
+           "--no-progress", "--allow-absolute-paths")
     invoke("data", "prepare", "audiocaps", "--root", sources["audiocaps"], "--split", "train", "--out",
-           manifests / "audiocaps_train.jsonl", "--no-progress")
+           manifests / "audiocaps_train.jsonl", "--no-progress", "--allow-absolute-paths")
     invoke("data", "prepare", "clotho", "--root", sources["clotho"], "--split", "development", "--out",
-           manifests / "clotho_train.jsonl", "--no-progress")
+           manifests / "clotho_train.jsonl", "--no-progress", "--allow-absolute-paths")
     test_manifest = manifests / "audiocaps_test.jsonl"
     invoke("data", "prepare", "audiocaps", "--root", sources["audiocaps"], "--split", "test", "--out", test_manifest,
-           "--no-progress")
+           "--no-progress", "--allow-absolute-paths")
     test_entries = read_manifest(test_manifest)
     assert [len(e.captions["en"]) for e in test_entries] == [5, 5]
     for language in ("pt", "de"):
@@ -63,7 +63,8 @@ def test_three_sources_align_and_translated_audiocaps_test_evaluates(tmp_path, d
     recipe = {
         "anchor": {"model": f"local-dir:{anchor}", "pretrained": None},
         "plugin": {"name": "audio_htsat", "options": {"architecture": "tiny", "clip_seconds": 1.0}},
-        "data": {"train": [{"manifest": str(manifests / name)} for name in train_manifests], "num_workers": 0,
+        "data": {"train": [{"manifest": str(manifests / name), "allow_absolute_paths": True}
+                           for name in train_manifests], "num_workers": 0,
                  "caption_cache": str(tmp_path / "caption-cache")},
         "train": {"batch_size": 4, "max_steps": 2, "precision": "fp32", "log_every": 1, "checkpoint_every": 1000,
                   "optimizer": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1}},
@@ -76,7 +77,7 @@ def test_three_sources_align_and_translated_audiocaps_test_evaluates(tmp_path, d
 
     report_dir = tmp_path / "report"
     invoke("eval", export, "--task", "multilingual", "--data", test_manifest, "--languages", "en,pt,de", "--out",
-           report_dir, "--no-progress", "--cache-dir", tmp_path / "eval-cache")
+           report_dir, "--no-progress", "--cache-dir", tmp_path / "eval-cache", "--allow-absolute-paths")
     report = json.loads((report_dir / "report.json").read_text())
     assert report["model"]["card"]["metrics"]["steps"] == 2
     rows = {(r["language"], r["direction"]): r for task in report["tasks"] for r in task["rows"]}

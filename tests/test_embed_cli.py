@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,21 @@ def test_embed_takes_every_format_the_decoder_reads_when_given_directly(tiny, tm
     with safe_open(str(out), framework="pt") as handle:
         meta = {k: json.loads(v) for k, v in handle.metadata().items()}
     assert meta["ids"] == [str(p) for p in files] and meta["skipped"] == []
+
+
+def test_manifest_paths_may_not_leave_the_manifest_folder(tiny, tmp_path):
+    secret = tiny["root"] / "audio" / "1.wav"
+    manifest = tmp_path / "inside" / "m.jsonl"
+    manifest.parent.mkdir()
+    for path, message in (("../" + os.path.relpath(secret, tmp_path), "m.jsonl:1: path '../"),
+                          (str(secret), "m.jsonl:1: absolute path")):
+        rows = [{"id": "secret", "path": path}]
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        out = tmp_path / "emb.safetensors"
+        result = invoke(str(tiny["model"]), str(manifest), "--out", str(out))
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists()
+    result = invoke(str(tiny["model"]), str(manifest), "--allow-absolute-paths", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out), framework="pt") as handle:
+        assert json.loads(handle.metadata()["ids"]) == ["secret"]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from modbind.cli.main import cli
-from modbind.data.manifest import ManifestEntry, write_manifest
+from modbind.data.manifest import ManifestEntry, read_manifest, write_manifest
 
 RATE = 16000
 CONCEPTS = {"dog": ("cão", 220.0, (200, 40, 40)), "cat": ("gato", 660.0, (40, 200, 40)),
@@ -173,3 +173,26 @@ def test_anchor_only_baseline_without_a_model(tiny, tmp_path):
     assert task["rows"][1]["gallery"] == 6  # the six decodable pictures with an English caption
     assert task["excluded_counts"]["undecodable_image"] == 1
     assert task["protocol"]["tower"] == "anchor image tower (frozen)"
+
+
+def test_manifest_paths_outside_the_root_are_refused_unless_allowed(tiny, tmp_path):
+    entries = read_manifest(tiny["manifest"])[:3]
+    escaping = tmp_path / "escaping.jsonl"
+    write_manifest([entries[0].model_copy(update={"image": "../../../etc/passwd"}), *entries[1:]], escaping)
+    result = CliRunner().invoke(cli, ["eval", str(tiny["model"]), "--task", "retrieval", "--data", str(escaping),
+                                      "--root", str(tiny["root"]), "--out", str(tmp_path / "x"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "escaping.jsonl:1: path '../../../etc/passwd' leaves the data root" in result.output
+    absolute = tmp_path / "absolute.jsonl"
+    write_manifest([e.model_copy(update={"path": str(tiny["root"] / e.path), "image": None}) for e in entries],
+                   absolute)
+    args = ["--task", "retrieval", "--data", str(absolute), "--languages", "en"]
+    result = CliRunner().invoke(cli, ["eval", str(tiny["model"]), *args, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "absolute path" in result.output and "--allow-absolute-paths" in result.output
+    report, _, _ = run_eval(tiny, tmp_path / "flag", str(tiny["model"]), *args, "--allow-absolute-paths")
+    assert report["tasks"][0]["rows"][0]["queries"] > 0
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  - task: retrieval\n    data: {absolute}\n    languages: [en]\n"
+                     "    allow_absolute_paths: true\n", encoding="utf-8")
+    report, _, _ = run_eval(tiny, tmp_path / "suite", str(tiny["model"]), "--suite", str(suite))
+    assert report["tasks"][0]["rows"][0]["queries"] > 0

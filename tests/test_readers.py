@@ -76,13 +76,13 @@ def test_audiocaps_all_splits_and_split_aliases(tmp_path, datasets_dir):
 
 def test_prepare_reports_missing_and_undecodable_audio(tmp_path, datasets_dir):
     tree = build_audiocaps(tmp_path, datasets_dir)
-    out = tmp_path / "manifests" / "ac_train.jsonl"
+    out = tree.root / "ac_train.jsonl"
     report = prepare(reader("audiocaps").read(tree.root, "train"), dataset="audiocaps", root=tree.root, out=out,
                      split="train", probe=True, progress=False)
     written = by_id(read_manifest(out))
     assert set(written) == {"Yr1nicOVtvkQ_130", "YUDGBjjwyaqE_20", "Y3eJ9RynJzP8_80"}
     entry = written["Y3eJ9RynJzP8_80"]
-    assert entry.path == "../AudioCaps/waveforms/train/Y3eJ9RynJzP8.wav"  # relative to the manifest's folder
+    assert entry.path == "waveforms/train/Y3eJ9RynJzP8.wav"  # relative to the manifest's folder
     assert (out.parent / entry.path).is_file()
     assert entry.sample_rate == 16000 and entry.duration == pytest.approx(0.25)
     assert entry.captions["en"] == ["The wind is blowing, insects are singing, and rustling occurs"]
@@ -315,8 +315,8 @@ def test_media_root_outside_dataset_root(tmp_path, datasets_dir):
     media = tmp_path / "elsewhere"
     (tree.root / "audio").rename(media)
     entries = list(reader("esc50").read(tree.root, media_root=media))
-    assert entries[0].path == "../elsewhere/1-100032-A-0.wav"
-    report = prepare(iter(entries), dataset="esc50", root=tree.root, out=tmp_path / "m.jsonl", progress=False)
+    assert entries[0].path == "1-100032-A-0.wav"  # relative to the media root
+    report = prepare(iter(entries), dataset="esc50", root=media, out=tmp_path / "m.jsonl", progress=False)
     assert report.written == 19
     assert read_manifest(tmp_path / "m.jsonl")[0].path == "elsewhere/1-100032-A-0.wav"
 

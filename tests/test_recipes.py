@@ -61,6 +61,17 @@ def test_plugin_options_are_validated_and_filled_by_the_plugin(imu_plugin):
         ("train: [1, 2\n", [], r"malformed YAML in .*recipe.yaml:\d+:\d+"),
         ("- just\n- a list\n", [], r"a recipe must be a YAML mapping"),
         ("", ["optimiser.lr=1"], r"unknown key 'optimiser' \(did you mean 'optimizer'\?\)|unknown key 'optimiser'"),
+        ("train:\n  batch_size: 8\ndata:\n  num_workers: 0\ntrain:\n  epochs: 2\n", [],
+         r"recipe.yaml:5:1: duplicate key 'train' \(first set on line 1\)"),
+        ("train:\n  optimizer: {lr: 1.0e-3, lr: 2.0e-3}\n", [], r"recipe.yaml:2:27: duplicate key 'lr'"),
+        ("", ["train.optimizer.betas=[1.5, 0.98]"], r"'train.optimizer.betas': .*beta1 1.5 is not in \[0, 1\)"),
+        ("", ["train.optimizer.betas=[0.9, 1.0]"], r"'train.optimizer.betas': .*beta2 1.0 is not in \[0, 1\)"),
+        ("", ["train.optimizer.eps=-1"], r"'train.optimizer.eps': Input should be greater than 0"),
+        ("", ["train.optimizer.lr=.inf"], r"'train.optimizer.lr': Input should be a finite number"),
+        ("", ["train.optimizer.lr=0"], r"'train.optimizer.lr': Input should be greater than 0"),
+        ("", ["train.optimizer.min_lr=1.0"], r"'train.optimizer.min_lr': .*min_lr 1.0 is above lr 5e-05"),
+        ("", ["train.optimizer.weight_decay=-1e-6"], r"'train.optimizer.weight_decay': .*greater than or equal to 0"),
+        ("", ["train.optimizer.grad_clip=.nan"], r"'train.optimizer.grad_clip': Input should be a finite number"),
     ],
 )
 def test_bad_recipes_fail_with_one_clear_message(tmp_path, content, overrides, message):
@@ -84,6 +95,8 @@ def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
         (["recipe", "show", "--set", "plugin.name=audio_beets"], "Error: unknown encoder plugin 'audio_beets' (did you mean 'audio_beats'?)"),
         (["recipe", "show", "--set", "train.epochs=-1"], "Error: recipe: 'train.epochs': Input should be greater than or equal to 1"),
         (["recipe", "show", "--set", "nonsense"], "Error: override 'nonsense' must look like key.path=value"),
+        (["align", "--set", "train.optimizer.betas=[1.5, 0.98]"],
+         "Error: recipe: 'train.optimizer.betas': Value error, beta1 1.5 is not in [0, 1)"),
     ],
 )
 def test_cli_bad_input_is_one_line_without_traceback(args, message, tmp_path):
@@ -107,6 +120,15 @@ def test_show_prints_the_resolved_recipe_as_yaml(fresh_registry):
     resolved = yaml.safe_load(result.output)
     assert resolved["train"]["batch_size"] == 110
     assert resolved["plugin"]["options"]["sample_rate"] == 16000
+
+
+def test_a_suite_with_a_duplicate_key_is_refused(tmp_path):
+    from modbind.eval.suite import load_suite
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n  - task: retrieval\n    data: a.jsonl\n    data: b.jsonl\n")
+    with pytest.raises(ConfigError, match=r"suite.yaml:4:5: duplicate key 'data' \(first set on line 3\)"):
+        load_suite(suite)
 
 
 def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from modbind.atomic import write_json_atomic
+from modbind.cli.options import allow_absolute_option
 from modbind.cli.recipe import set_option
 from modbind.errors import DataError
 
@@ -20,9 +21,9 @@ def data() -> None:
 
     \b
       modbind data readers                                   # datasets it can read
-      modbind data prepare audiocaps --root AudioCaps --split test --out ac_test.jsonl
-      modbind data add-translations ac_test.jsonl pt ac_test_pt.csv
-      modbind data overlap train.jsonl ac_test.jsonl --out train.clean.jsonl
+      modbind data prepare audiocaps --root AudioCaps --split test --out AudioCaps/test.jsonl
+      modbind data add-translations AudioCaps/test.jsonl pt ac_test_pt.csv
+      modbind data overlap train.jsonl AudioCaps/test.jsonl --out train.clean.jsonl
       modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
       modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml
     """
@@ -58,12 +59,16 @@ def readers_command() -> None:
 @click.option("--blacklist", "blacklists", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="WavCaps-style blacklist JSON; matching clips are left out (repeatable).")
 @click.option("--workers", default=4, show_default=True, help="Threads checking files.")
+@allow_absolute_option(help="Write absolute paths for media outside the manifest's folder (refused by default, "
+                            "as readers of the manifest refuse them unless allowed too).")
 @click.option("--progress/--no-progress", default=True)
 def prepare_command(dataset: str, root: Path, out: Path, split: str | None, media_root: Path | None, probe: bool,
-                    decode: bool, blacklists: tuple[Path, ...], workers: int, progress: bool) -> None:
+                    decode: bool, blacklists: tuple[Path, ...], workers: int, allow_absolute_paths: bool,
+                    progress: bool) -> None:
     """Read DATASET's original metadata under --root and write a checked manifest to --out.
 
-    Missing or undecodable files are left out and listed with counts in <out>.report.json.
+    Missing or undecodable files are left out and listed with counts in <out>.report.json. The manifest's
+    paths are relative to its own folder: write it inside the dataset's media folder (or allow absolute paths).
     """
     from modbind.data.overlap import load_blacklists
     from modbind.data.prepare import prepare, report_path
@@ -72,10 +77,11 @@ def prepare_command(dataset: str, root: Path, out: Path, split: str | None, medi
     reader = get_registry().dataset_readers.get(dataset)
     kwargs = {"media_root": media_root} if media_root is not None else {}
     entries = reader.read(root, split, **kwargs)
-    report = prepare(entries, dataset=dataset, root=root, out=out, split=split, probe=probe, decode=decode,
+    report = prepare(entries, dataset=dataset, root=media_root if media_root is not None else root, out=out,
+                     split=split, probe=probe, decode=decode,
                      expect_images=bool(getattr(reader, "pairs_images", False)),
                      blacklist=load_blacklists(blacklists) if blacklists else None, workers=workers,
-                     progress=progress)
+                     progress=progress, allow_absolute_paths=allow_absolute_paths)
     click.echo(report.summary())
     if report.problems:
         click.echo(f"details: {report_path(out)}")
@@ -157,10 +163,11 @@ def overlap_command(train: Path, evaluation: tuple[Path, ...], blacklists: tuple
 @click.option("--language", default="en", show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore scores saved by an earlier, interrupted run.")
+@allow_absolute_option()
 @click.option("--progress/--no-progress", default=True)
 def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_model: str | None, pretrained: str | None,
                    mode: str, out: Path, root: Path | None, language: str, batch_size: int, restart: bool,
-                   progress: bool) -> None:
+                   allow_absolute_paths: bool, progress: bool) -> None:
     """Write MANIFEST without its lowest-scoring --drop fraction of (clip, caption) pairs, plus a histogram."""
     import modbind
     from modbind.data.filter import (
@@ -180,7 +187,8 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
         model = modbind.load(scorer)
         card_hash = hashlib.sha1(json.dumps(model.card, sort_keys=True, default=str).encode()).hexdigest()[:12]
         identity = f"{mode}:{scorer.resolve()}:{card_hash}"
-        pair_scorer = (AudioCaptionScorer(model, _manifest_root(manifest, root), identity, batch_size)
+        pair_scorer = (AudioCaptionScorer(model, _manifest_root(manifest, root), identity, batch_size,
+                                          allow_absolute_paths=allow_absolute_paths)
                        if mode == "audio-caption" else CaptionConsistencyScorer(model.encode_text, identity))
     elif anchor_model is not None and mode == "caption-caption":
         from modbind.anchor import load_anchor
@@ -217,10 +225,11 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
 @click.option("--clips-per-shard", default=1000, show_default=True, help="Items per shard file.")
 @click.option("--max-seconds", type=float, default=None, help="Keep only the first N seconds of longer clips.")
 @click.option("--workers", default=1, show_default=True, help="Processes decoding items.")
+@allow_absolute_option()
 @click.option("--progress/--no-progress", default=True)
 def pack_command(manifest: Path, out: Path, recipe_file: Path | None, plugin_name: str | None,
                  overrides: tuple[str, ...], root: Path | None, clips_per_shard: int, max_seconds: float | None,
-                 workers: int, progress: bool) -> None:
+                 workers: int, allow_absolute_paths: bool, progress: bool) -> None:
     """Decode MANIFEST's items once into tar shards the trainer streams (audio: int16 PCM at the recipe's rate).
 
     The plugin and its options come from the training recipe, so shards hold exactly what training
@@ -240,7 +249,8 @@ def pack_command(manifest: Path, out: Path, recipe_file: Path | None, plugin_nam
     plugin = get_registry().encoder(recipe.plugin.name)
     options = plugin.options(recipe.plugin.options)
     report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, plugin, options,
-                         clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress)
+                         clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress,
+                         allow_absolute_paths=allow_absolute_paths)
     click.echo(report.summary())
 
 

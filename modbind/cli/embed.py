@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from modbind.cli.evaluate import build_embedder, model_options
+from modbind.cli.options import allow_absolute_option
 
 
 @click.command()
@@ -17,8 +18,10 @@ from modbind.cli.evaluate import build_embedder, model_options
 @click.option("--kind", type=click.Choice(["auto", "item", "image", "text"]), default="auto", show_default=True,
               help="What the inputs are; auto: by file extension (a manifest gives its items).")
 @click.option("--text", "texts", multiple=True, help="A text to embed (repeatable).")
+@allow_absolute_option()
 @model_options
-def embed(model: Path | None, inputs: tuple[Path, ...], out: Path, kind: str, texts: tuple[str, ...], untrained: bool,
+def embed(model: Path | None, inputs: tuple[Path, ...], out: Path, kind: str, texts: tuple[str, ...],
+          allow_absolute_paths: bool, untrained: bool,
           plugin_name: str | None, plugin_options: tuple[str, ...], anchor: str | None, anchor_pretrained: str | None,
           seed: int, batch_size: int, device: str, cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
     """Embed INPUTS (files, folders or a manifest .jsonl) with MODEL; L2-normalised, one id per row.
@@ -39,7 +42,7 @@ def embed(model: Path | None, inputs: tuple[Path, ...], out: Path, kind: str, te
     embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,
                                        seed, batch_size, device, cache_dir, no_cache, no_progress)
     extensions = tuple(embedder.model.plugin.file_extensions) if embedder.model is not None else ()
-    collection = collect(inputs, texts, extensions, kind=kind)
+    collection = collect(inputs, texts, extensions, kind=kind, allow_absolute_paths=allow_absolute_paths)
     embeddings, embedded, skipped = embed_collection(embedder, collection)
     meta = {"model": info.get("path"), "anchor_identity": info.get("card", {}).get("anchor_identity"),
             "dim": int(embeddings.shape[1]), "normalised": "l2"}

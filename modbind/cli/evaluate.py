@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from modbind.cli.options import allow_absolute_option
 from modbind.eval.metrics import DEFAULT_TIE_POLICY, TIE_POLICIES
 
 
@@ -70,10 +71,12 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
 @click.option("--tie-policy", type=click.Choice(TIE_POLICIES), default=None,
               help=f"How equal scores are ordered (default: {DEFAULT_TIE_POLICY}).")
+@allow_absolute_option()
 @model_options
 def eval_command(model: Path | None, task_name: str | None, data: Path | None, root: Path | None, languages: str | None,
                  task_options: tuple[str, ...], suite: Path | None, label: str | None, out: Path,
-                 tie_policy: str | None, untrained: bool, plugin_name: str | None, plugin_options: tuple[str, ...],
+                 tie_policy: str | None, allow_absolute_paths: bool, untrained: bool, plugin_name: str | None,
+                 plugin_options: tuple[str, ...],
                  anchor: str | None, anchor_pretrained: str | None, seed: int, batch_size: int, device: str,
                  cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
     """Evaluate MODEL (an exported folder) and write report.json, report.md and plots/ to --out.
@@ -96,11 +99,14 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
         if task_name or data or task_options:
             raise ConfigError("--suite lists its own tasks and data; drop --task/--data/--option")
         plan = load_suite(suite)
+        for spec in plan.tasks:
+            spec.allow_absolute_paths = spec.allow_absolute_paths or allow_absolute_paths
     else:
         if not task_name or data is None:
             raise ConfigError("give --task NAME and --data MANIFEST, or --suite FILE")
         plan = Suite(tasks=[SuiteTask(task=task_name, data=data, root=root, name=label,
-                                      options=apply_overrides({}, task_options))])
+                                      options=apply_overrides({}, task_options),
+                                      allow_absolute_paths=allow_absolute_paths)])
     tasks = get_registry().eval_tasks
     check_suite_tasks(plan, tasks, suite or "--task")
     embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,

@@ -33,7 +33,7 @@ def cli() -> None:
       modbind demo                                  # the whole method on a synthetic world, on CPU
       modbind plugins                               # which encoders are installed
       modbind checkpoints                           # official checkpoints by name, and which are cached
-      modbind data prepare audiocaps --root DIR --out train.jsonl
+      modbind data prepare audiocaps --root DIR --out DIR/train.jsonl
       modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml
       modbind eval runs/modbind/export --suite recipes/suites/paper.yaml
       modbind embed runs/modbind/export clips/ --out embeddings.safetensors

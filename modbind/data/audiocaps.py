@@ -31,14 +31,17 @@ class AudioCapsReader(MetadataReader):
 
     def _clips(self, csv_path: Path, split: str, locator: MediaLocator) -> Iterator[ManifestEntry]:
         groups: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        first_rows: dict[tuple[str, int], str] = {}
         for row in read_csv(csv_path, COLUMNS):
             ytid = row["youtube_id"].strip()
             if len(ytid) != 11:
                 raise row.fail(f"youtube_id {ytid!r} is not an 11-character YouTube id; fix column 'youtube_id'")
             start = row.integer("start_time", allowed=range(0, 10**6))
             groups.setdefault((ytid, start), []).append((row["audiocap_id"].strip(), row["caption"].strip()))
+            first_rows.setdefault((ytid, start), row.where())
         for (ytid, start), captions in groups.items():
-            path = locator.audio_path(youtube_stems(ytid, start), f"{split}/Y{ytid}.wav", prefer=[split])
+            path = locator.audio_path(youtube_stems(ytid, start), f"{split}/Y{ytid}.wav", prefer=[split],
+                                      where=first_rows[ytid, start])
             yield ManifestEntry(
                 id=f"Y{ytid}_{start}",
                 path=path,

@@ -50,7 +50,8 @@ class ClothoReader(MetadataReader):
                 if info.fields.get(key):
                     meta[key] = info.fields[key]
         names = dict.fromkeys([file_name, html.unescape(file_name)])  # some names are HTML-escaped in the CSVs
-        path = locator.exact(*(f"{prefix}{folder}/{name}" for name in names for prefix in ("", "clotho_audio_", "audio/")))
+        candidates = (f"{prefix}{folder}/{name}" for name in names for prefix in ("", "clotho_audio_", "audio/"))
+        path = locator.exact(*candidates, where=row.where())
         return ManifestEntry(
             id=file_name, path=path, captions={"en": texts}, split=split, source="clotho", meta=meta
         )

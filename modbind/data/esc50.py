@@ -40,7 +40,7 @@ class ESC50Reader(FoldedCsvReader):
         category = row["category"].strip()
         return ManifestEntry(
             id=filename,
-            path=locator.exact(f"audio/{filename}"),
+            path=locator.exact(f"audio/{filename}", where=row.where()),
             labels={"en": [class_name(category)]},
             split="test",
             fold=fold,

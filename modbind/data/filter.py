@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from modbind.atomic import atomic_path
 from modbind.data.manifest import ManifestEntry
+from modbind.data.paths import resolve_under
 from modbind.errors import DataError
 
 REFERENCE_META_KEYS = ("title", "description", "tags", "keywords")
@@ -50,8 +51,10 @@ def _normalise(matrix: Any) -> np.ndarray:
 class AudioCaptionScorer:
     """Cosine similarity of (clip, caption) under an aligned model (``modbind.load(...)``)."""
 
-    def __init__(self, model: Any, root: Path, identity: str, batch_size: int = 32):
+    def __init__(self, model: Any, root: Path, identity: str, batch_size: int = 32, *,
+                 allow_absolute_paths: bool = False):
         self.model, self.root, self.identity, self.batch_size = model, Path(root), identity, batch_size
+        self.allow_absolute_paths = allow_absolute_paths
 
     def score_entries(self, entries: Sequence[ManifestEntry], language: str) -> list[list[float]]:
         clips = self._encode_clips(entries)
@@ -66,7 +69,8 @@ class AudioCaptionScorer:
         return scores
 
     def _encode_clips(self, entries: Sequence[ManifestEntry]) -> list[np.ndarray | None]:
-        paths = [self.root / e.path for e in entries]
+        paths = [resolve_under(self.root, e.path, where=e.where(), allow_absolute=self.allow_absolute_paths)
+                 for e in entries]
         try:
             return list(_normalise(self.model.encode(paths, batch_size=self.batch_size)))
         except DataError:

@@ -55,7 +55,7 @@ class MACSReader(MetadataReader):
             meta["competence"] = [competence.get(a) for a in annotators]
         return ManifestEntry(
             id=filename,
-            path=locator.exact(f"audio/{filename}", filename),
+            path=locator.exact(f"audio/{filename}", filename, where=where),
             captions={"en": sentences},
             labels={"en": [class_name(scene)]},
             split="train",

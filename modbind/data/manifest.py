@@ -7,7 +7,8 @@ Example line::
      "labels": {"en": ["dog"], "pt": ["cão"]}, "split": "test", "fold": 1,
      "image": "frames/Y7fmOlUlwoNg_30.jpg", "source": "audiocaps"}
 
-``path`` (and ``image``) are relative to the manifest's root folder. ``captions`` and ``labels`` are keyed
+``path`` (and ``image``) are relative to the manifest's data root: the root given with it, by default the
+manifest's own folder. They may not leave it (see :mod:`modbind.data.paths`). ``captions`` and ``labels`` are keyed
 by language code; ``labels[lang][i]`` translates ``labels["en"][i]``.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from modbind.atomic import atomic_open
 from modbind.errors import DataError
@@ -40,6 +41,8 @@ class ManifestEntry(BaseModel):
     duration: float | None = None
     sample_rate: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    _source: str | None = PrivateAttr(default=None)
+    """``manifest.jsonl:12`` for an entry read from a manifest (None when built in memory)."""
 
     @field_validator("id", "path")
     @classmethod
@@ -47,6 +50,16 @@ class ManifestEntry(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields make equal entries, whichever file (if any) each was read from."""
+        if not isinstance(other, ManifestEntry):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def where(self) -> str:
+        """Where this entry came from, for error messages: its manifest line, else its id."""
+        return self._source or f"entry '{self.id}'"
 
     def captions_in(self, language: str) -> list[str]:
         """Non-empty captions in ``language`` (empty list when the language is absent)."""
@@ -72,7 +85,7 @@ def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
             if not line:
                 continue
             try:
-                yield ManifestEntry.model_validate(json.loads(line))
+                entry = ManifestEntry.model_validate(json.loads(line))
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
             except ValidationError as err:
@@ -80,6 +93,8 @@ def iter_manifest(path: Path) -> Iterator[ManifestEntry]:
                     f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in err.errors()
                 )
                 raise DataError(f"{path}:{number}: {problems}") from None
+            entry._source = f"{path}:{number}"
+            yield entry
 
 
 def write_manifest(entries: Iterable[ManifestEntry], path: Path) -> int:

@@ -3,7 +3,8 @@
 Every referenced audio file (and image, where a dataset pairs frames) is checked to exist and decode.
 Entries whose audio is missing or undecodable are left out of the manifest but listed, with counts, in
 the side report ``<manifest>.report.json``; nothing is dropped silently. Paths in the written manifest are
-relative to the manifest's folder (the trainer's default root).
+relative to the manifest's folder (the trainer's default root), so the media must lie inside that folder
+unless absolute paths are explicitly allowed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.atomic import write_json_atomic
+from modbind.data.manifest import ManifestEntry, write_manifest
 from modbind.data.overlap import Blacklist
+from modbind.data.paths import ALLOW_ABSOLUTE_FLAG, is_under, resolve_under
 from modbind.errors import DataError, exception_reason
 
 
@@ -118,23 +120,33 @@ def prepare(
     blacklist: Blacklist | None = None,
     workers: int = 4,
     progress: bool = True,
+    allow_absolute_paths: bool = False,
 ) -> PrepareReport:
     """Check entries' files, write the usable ones to ``out`` and the report beside it; returns the report.
 
-    Streams in chunks, so multi-million-row corpora never sit in memory. ``expect_images``: report clips
-    without a paired frame (VGGSound).
+    ``root`` is the folder the entries' paths are relative to (the dataset's media root). No path may
+    leave it (see :mod:`modbind.data.paths`): such an entry fails the run before its file is opened. The
+    manifest's paths are relative to its own folder, so the media must lie inside that folder, unless
+    ``allow_absolute_paths``: then media outside it are written as absolute paths (and absolute entry
+    paths are accepted). Streams in chunks, so multi-million-row corpora never sit in memory.
+    ``expect_images``: report clips without a paired frame (VGGSound).
     """
     root, out = Path(root), Path(out)
+    if not allow_absolute_paths and not is_under(root, out.parent):
+        raise DataError(
+            f"{dataset}'s files under {root} lie outside {out.parent}, the folder of the manifest, and a manifest's "
+            f"paths may not leave its folder; write it inside the dataset (e.g. --out {root / out.name}), or "
+            f"pass {ALLOW_ABSOLUTE_FLAG} to write absolute paths (then allow them where the manifest is read too)")
     report = PrepareReport(dataset=dataset, split=split, manifest=str(out))
-    candidates = _without_blacklisted(entries, blacklist, report)
+    located = _located(_without_blacklisted(entries, blacklist, report), root, dataset, allow_absolute_paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
         desc=f"checking {dataset} files", unit="clip", disable=not progress
     ) as bar:
-        checked = _checked_chunks(candidates, root, decode, pool, bar)
+        checked = _checked_chunks(located, decode, pool, bar)
         usable = (
             updated
-            for entry, audio, image in checked
-            if (updated := _usable(entry, audio, image, root, out.parent, probe, expect_images, report)) is not None
+            for item, audio, image in checked
+            if (updated := _usable(item, audio, image, out.parent, probe, expect_images, report)) is not None
         )
         report.written = write_manifest(usable, out)
     write_json_atomic(report_path(out), report.to_json())
@@ -144,36 +156,54 @@ def prepare(
 CHUNK = 1024
 
 
-def _checked_chunks(entries: Iterable[ManifestEntry], root: Path, decode: bool, pool: ThreadPoolExecutor,
-                    bar: tqdm) -> Iterator[tuple[ManifestEntry, FileCheck, FileCheck | None]]:
-    chunk: list[ManifestEntry] = []
+@dataclass(frozen=True)
+class Located:
+    """An entry with its audio (and image) file, checked to lie under the data root."""
+
+    entry: ManifestEntry
+    audio: Path
+    image: Path | None
+
+
+def _located(entries: Iterable[ManifestEntry], root: Path, dataset: str, allow_absolute: bool) -> Iterator[Located]:
     for entry in entries:
-        chunk.append(entry)
+        where = f"{dataset} entry '{entry.id}'"
+        audio = resolve_under(root, entry.path, where=where, allow_absolute=allow_absolute)
+        image = resolve_under(root, entry.image, where=where, allow_absolute=allow_absolute) if entry.image else None
+        yield Located(entry, audio, image)
+
+
+def _checked_chunks(items: Iterable[Located], decode: bool, pool: ThreadPoolExecutor,
+                    bar: tqdm) -> Iterator[tuple[Located, FileCheck, FileCheck | None]]:
+    chunk: list[Located] = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) == CHUNK:
-            yield from _check_chunk(chunk, root, decode, pool, bar)
+            yield from _check_chunk(chunk, decode, pool, bar)
             chunk = []
-    yield from _check_chunk(chunk, root, decode, pool, bar)
+    yield from _check_chunk(chunk, decode, pool, bar)
 
 
-def _check_chunk(chunk: list[ManifestEntry], root: Path, decode: bool, pool: ThreadPoolExecutor,
-                 bar: tqdm) -> Iterator[tuple[ManifestEntry, FileCheck, FileCheck | None]]:
-    for entry, (audio, image) in zip(chunk, pool.map(lambda e: _check_entry(e, root, decode), chunk)):
+def _check_chunk(chunk: list[Located], decode: bool, pool: ThreadPoolExecutor,
+                 bar: tqdm) -> Iterator[tuple[Located, FileCheck, FileCheck | None]]:
+    for item, (audio, image) in zip(chunk, pool.map(lambda i: _check_files(i, decode), chunk)):
         bar.update(1)
-        yield entry, audio, image
+        yield item, audio, image
 
 
-def _usable(entry: ManifestEntry, audio: FileCheck, image: FileCheck | None, root: Path, folder: Path, probe: bool,
+def _usable(item: Located, audio: FileCheck, image: FileCheck | None, folder: Path, probe: bool,
             expect_images: bool, report: PrepareReport) -> ManifestEntry | None:
     """The entry rewritten for the manifest's folder, or None (recorded in the report) when unusable."""
+    entry = item.entry
     if audio.problem is not None:
         report.add(f"{audio.problem}_audio", entry, entry.path, audio.detail)
         return None
-    updates: dict[str, Any] = {"path": _relative_to(root / entry.path, folder)}
+    updates: dict[str, Any] = {"path": _relative_to(item.audio, folder)}
     if image is not None and image.problem is not None:
         report.add(f"{image.problem}_image", entry, str(entry.image), image.detail)
         updates["image"] = None
-    elif entry.image is not None:
-        updates["image"] = _relative_to(root / entry.image, folder)
+    elif item.image is not None:
+        updates["image"] = _relative_to(item.image, folder)
     elif expect_images:
         report.add("no_frame_found", entry, entry.path)
     if probe:
@@ -198,11 +228,14 @@ def _without_blacklisted(entries: Iterable[ManifestEntry], blacklist: Blacklist 
         yield entry
 
 
-def _check_entry(entry: ManifestEntry, root: Path, decode: bool) -> tuple[FileCheck, FileCheck | None]:
-    audio = check_audio(root / entry.path, decode=decode)
-    image = check_image(root / entry.image) if entry.image is not None and audio.problem is None else None
+def _check_files(item: Located, decode: bool) -> tuple[FileCheck, FileCheck | None]:
+    audio = check_audio(item.audio, decode=decode)
+    image = check_image(item.image) if item.image is not None and audio.problem is None else None
     return audio, image
 
 
 def _relative_to(path: Path, folder: Path) -> str:
-    return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    """``path`` relative to the manifest's folder, or absolute where it lies outside (only when allowed)."""
+    if is_under(path, folder):
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    return os.path.abspath(path)

@@ -1,8 +1,10 @@
 """What the built-in dataset readers share: split names, locating media files, building entries.
 
-A reader turns metadata rows into :class:`ManifestEntry` objects whose ``path`` is relative to the dataset
-root. When a file cannot be found the entry still carries the conventional path, so ``data prepare`` can
-report it as missing instead of the reader silently dropping it.
+A reader turns metadata rows into :class:`ManifestEntry` objects whose ``path`` (and ``image``) is relative
+to the media root (the dataset root unless ``media_root`` is given). When a file cannot be found the entry
+still carries the conventional path, so ``data prepare`` can report it as missing instead of the reader
+silently dropping it. File names read from metadata never leave the media root: a name that climbs out of
+it, or an absolute one, fails naming the metadata file and row before anything is looked up on disk.
 """
 
 from __future__ import annotations
@@ -18,47 +20,48 @@ from modbind.contracts import DatasetReader
 from modbind.data.audio_index import IMAGE_EXTENSIONS, MediaIndex
 from modbind.data.manifest import ManifestEntry
 from modbind.data.metadata import Row, read_csv
+from modbind.data.paths import resolve_under
 from modbind.errors import DataError, did_you_mean
 
 
 class MediaLocator:
-    """Looks up audio (and image) files for a dataset whose media may live outside its metadata folder."""
+    """Looks up audio (and image) files under a dataset's media root; returns paths relative to it."""
 
-    def __init__(self, root: Path, media_root: Path | None = None):
-        self.root = Path(root)
-        self.media_root = Path(media_root) if media_root is not None else self.root
+    def __init__(self, media_root: Path):
+        self.media_root = Path(media_root)
         self.audio = MediaIndex(self.media_root, AUDIO_EXTENSIONS)
         self.images = MediaIndex(self.media_root, IMAGE_EXTENSIONS)
 
-    def relative(self, media_relative: str) -> str:
-        """A path under the media root, re-expressed relative to the dataset root."""
-        if self.media_root == self.root:
-            return media_relative
-        return os.path.relpath(self.media_root / media_relative, self.root)
-
-    def audio_path(
-        self, stems: Sequence[str], default: str, *, within: Sequence[str] = (), prefer: Sequence[str] = ()
-    ) -> str:
-        """The found audio file, or ``default`` (relative to the media root) when none is on disk."""
+    def audio_path(self, stems: Sequence[str], default: str, *, where: str, within: Sequence[str] = (),
+                   prefer: Sequence[str] = ()) -> str:
+        """The found audio file, or ``default`` when none is on disk; ``where`` names the metadata row."""
+        self._inside(default, where)
         found = self.audio.find(stems, within=within, prefer=prefer)
-        return self.relative(found if found is not None else default)
+        return found if found is not None else default
 
-    def exact(self, relative: str, *alternatives: str) -> str:
+    def exact(self, relative: str, *alternatives: str, where: str) -> str:
         """``relative`` if it exists under the media root, else the first alternative that does, else a file
-        of the same name anywhere under the media root (preferring the same folder names), else ``relative``."""
+        of the same name anywhere under the media root (preferring the same folder names), else ``relative``.
+
+        Every candidate comes from metadata (``where``), so each is checked to stay under the media root
+        before it is looked up."""
         candidates = (relative, *alternatives)
         for candidate in candidates:
+            self._inside(candidate, where)
+        for candidate in candidates:
             if (self.media_root / candidate).is_file():
-                return self.relative(candidate)
+                return candidate
         stems = [os.path.splitext(os.path.basename(c))[0] for c in candidates]
         folders = [part for c in candidates for part in Path(c).parts[:-1]]
         found = self.audio.find(dict.fromkeys(stems), prefer=folders)
-        return self.relative(found if found is not None else relative)
+        return found if found is not None else relative
 
     def image_path(self, stem: str) -> str | None:
         """A frame for a clip: ``<stem>.jpg`` anywhere, or the middle image of a folder named ``<stem>``."""
-        found = self.images.find([stem]) or self.images.find_in_folder(stem)
-        return self.relative(found) if found is not None else None
+        return self.images.find([stem]) or self.images.find_in_folder(stem)
+
+    def _inside(self, relative: str, where: str) -> None:
+        resolve_under(self.media_root, relative, where=where, how_to_allow=None)
 
 
 class MetadataReader(DatasetReader):
@@ -70,7 +73,8 @@ class MetadataReader(DatasetReader):
     """Whether items come with a video frame (``image``) that ``data prepare`` should check."""
 
     def read(self, root: Path, split: str | None = None, *, media_root: Path | None = None) -> Iterator[ManifestEntry]:
-        """Entries of ``split`` (all splits when None); ``media_root`` is where audio lives if not under ``root``.
+        """Entries of ``split`` (all splits when None); ``media_root`` is where audio lives if not under ``root``
+        (entry paths are relative to it).
 
         The folder and split are checked now, before anything is written; metadata rows are read lazily.
         """
@@ -78,7 +82,7 @@ class MetadataReader(DatasetReader):
         if not root.is_dir():
             raise DataError(f"{self.name}: dataset folder not found: {root}")
         resolved = self.resolve_split(split)
-        return self.entries(root, resolved, MediaLocator(root, media_root))
+        return self.entries(root, resolved, MediaLocator(media_root if media_root is not None else root))
 
     def resolve_split(self, split: str | None) -> str | None:
         if split is None:

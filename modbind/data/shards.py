@@ -30,6 +30,7 @@ from tqdm import tqdm
 from modbind.atomic import publish, temp_path_for, write_json_atomic
 from modbind.contracts import EncoderOptions, EncoderPlugin, PackedItem
 from modbind.data.manifest import ManifestEntry
+from modbind.data.paths import resolve_under
 from modbind.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,12 @@ def pack_shards(
     max_seconds: float | None = None,
     workers: int = 1,
     progress: bool = True,
+    allow_absolute_paths: bool = False,
 ) -> PackReport:
     """Decode every entry's item with ``plugin`` (at its ``options``) into tar shards; unreadable files are skipped.
 
+    Every entry's path must stay under ``root`` (absolute ones only with ``allow_absolute_paths``): one
+    that does not fails the pack before anything is read or written.
     ``max_seconds`` keeps only the start of long time series (saves disk when training crops 10 s anyway).
     Each shard is written to a temporary name and renamed when complete, so a crash never leaves a
     truncated shard behind under a final name; a progress file written after each shard lets the same
@@ -116,8 +120,9 @@ def pack_shards(
     if plugin.packed_format is None:
         raise ConfigError(f"plugin '{plugin.name}' cannot pack {plugin.modality} items into shards; "
                           "train from its manifest instead")
-    out_dir.mkdir(parents=True, exist_ok=True)
     entries = list(entries)
+    paths = [str(resolve_under(root, e.path, where=e.where(), allow_absolute=allow_absolute_paths)) for e in entries]
+    out_dir.mkdir(parents=True, exist_ok=True)
     settings = _pack_settings(entries, plugin, options, clips_per_shard, max_seconds)
     report = PackReport(out_dir=str(out_dir), plugin=plugin.name, packed_format=str(plugin.packed_format),
                         noun=plugin.item_noun)
@@ -128,7 +133,7 @@ def pack_shards(
         with tqdm(total=len(entries), initial=start, desc=f"packing {plugin.item_noun}", unit="item",
                   disable=not progress) as bar:
             for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of items at a time
-                jobs = [(i, str(root / entries[i].path), plugin, options, max_seconds)
+                jobs = [(i, paths[i], plugin, options, max_seconds)
                         for i in range(window, min(window + _WINDOW, len(entries)))]
                 results = pool.map(_pack_job, jobs, chunksize=8) if pool else map(_pack_job, jobs)
                 for index, packed, error in results:

@@ -31,7 +31,7 @@ class UrbanSound8KReader(FoldedCsvReader):
         label = row["class"].strip()
         return ManifestEntry(
             id=name,
-            path=locator.exact(f"audio/fold{fold}/{name}", f"audio/{name}"),
+            path=locator.exact(f"audio/fold{fold}/{name}", f"audio/{name}", where=row.where()),
             labels={"en": [class_name(label)]},
             split="test",
             fold=fold,

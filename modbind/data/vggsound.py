@@ -41,7 +41,8 @@ class VGGSoundReader(MetadataReader):
             stem = f"{ytid}_{start:06d}"
             yield ManifestEntry(
                 id=stem,
-                path=locator.audio_path([stem, *youtube_stems(ytid, start)], f"{row_split}/{stem}.wav", prefer=[row_split]),
+                path=locator.audio_path([stem, *youtube_stems(ytid, start)], f"{row_split}/{stem}.wav",
+                                        prefer=[row_split], where=row.where()),
                 labels={"en": [row["label"].strip()]},
                 split=row_split,
                 image=locator.image_path(stem),

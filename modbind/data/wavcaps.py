@@ -101,7 +101,8 @@ class WavCapsReader(MetadataReader):
             if item.get(key) not in (None, "", []):
                 meta[key] = item[key]
         duration = item.get("duration")
-        path = locator.audio_path([stem], f"Zip_files/{source.folder}/{stem}.flac", within=source.folder_keys)
+        path = locator.audio_path([stem], f"Zip_files/{source.folder}/{stem}.flac", within=source.folder_keys,
+                                  where=where)
         return ManifestEntry(
             id=f"{source.split}/{stem}",
             path=path,

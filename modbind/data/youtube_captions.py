@@ -40,7 +40,7 @@ def youtube_entry(row: Row, clip_id: str, caption: str, split: str, source: str,
         if start is not None:
             meta["start"] = start
         stems += youtube_stems(ytid, start)
-    path = locator.audio_path(stems, f"audio/{clip_id}.wav")
+    path = locator.audio_path(stems, f"audio/{clip_id}.wav", where=row.where())
     return ManifestEntry(id=clip_id, path=path, captions={"en": [caption.strip()]}, split=split, source=source, meta=meta)
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from modbind.atomic import atomic_open, atomic_path, write_json_atomic
 from modbind.data.manifest import read_manifest
+from modbind.data.paths import resolve_under
 from modbind.errors import ConfigError, DataError
 from modbind.eval.embedder import IMAGE_EXTENSIONS, Embedder, Failure
 
@@ -41,8 +42,12 @@ class Collection:
 
 
 def collect(paths: Sequence[Path], texts: Sequence[str], item_extensions: Sequence[str], *,
-            kind: str = "auto") -> Collection:
-    """Expand files, folders and manifests into inputs; unknown file types are skipped and listed."""
+            kind: str = "auto", allow_absolute_paths: bool = False) -> Collection:
+    """Expand files, folders and manifests into inputs; unknown file types are skipped and listed.
+
+    Paths inside a manifest must stay in the manifest's folder (absolute ones only with
+    ``allow_absolute_paths``); one that does not fails the whole call, naming the line.
+    """
     found = Collection()
     for index, text in enumerate(texts):
         found.inputs.append(Input(f"text:{index}", "text", text=text))
@@ -52,7 +57,7 @@ def collect(paths: Sequence[Path], texts: Sequence[str], item_extensions: Sequen
             for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
                 _add_file(found, file, item_extensions, kind, from_folder=True)
         elif path.suffix.lower() in MANIFEST_EXTENSIONS:
-            _add_manifest(found, path, kind)
+            _add_manifest(found, path, kind, allow_absolute_paths)
         elif path.is_file():
             _add_file(found, path, item_extensions, kind, from_folder=False)
         else:
@@ -86,20 +91,23 @@ def _add_file(found: Collection, path: Path, item_extensions: Sequence[str], kin
     found.inputs.append(Input(str(path), chosen, path=path))  # type: ignore[arg-type]
 
 
-def _add_manifest(found: Collection, path: Path, kind: str) -> None:
+def _add_manifest(found: Collection, path: Path, kind: str, allow_absolute: bool) -> None:
     root = path.parent
     for entry in read_manifest(path):
+        where = entry.where()
+        item = resolve_under(root, entry.path, where=where, allow_absolute=allow_absolute)
+        image = resolve_under(root, entry.image, where=where, allow_absolute=allow_absolute) if entry.image else None
         if kind == "text":
             for language, captions in entry.captions.items():
                 found.inputs.extend(Input(f"{entry.id}#{language}#{j}", "text", text=c)
                                     for j, c in enumerate(captions) if c.strip())
         elif kind == "image":
-            if entry.image:
-                found.inputs.append(Input(entry.id, "image", path=root / entry.image))
+            if image is not None:
+                found.inputs.append(Input(entry.id, "image", path=image))
             else:
                 found.skipped.append(Failure(entry.id, "manifest entry has no 'image'"))
         else:
-            found.inputs.append(Input(entry.id, "item", path=root / entry.path))
+            found.inputs.append(Input(entry.id, "item", path=item))
 
 
 def embed_collection(embedder: Embedder, collection: Collection) -> tuple[Tensor, list[Input], list[Failure]]:

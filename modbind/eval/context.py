@@ -12,6 +12,7 @@ from torch import Tensor
 
 from modbind.contracts import describe_validation_error
 from modbind.data.manifest import ManifestEntry, read_manifest
+from modbind.data.paths import ALLOW_ABSOLUTE_FLAG, resolve_under
 from modbind.errors import ConfigError, DataError
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY
@@ -47,25 +48,35 @@ class EvalContext:
     tie_policy: str = DEFAULT_TIE_POLICY
     label: str | None = None
     """Name of this evaluation in the report (default: the task name and manifest file name)."""
+    allow_absolute_paths: bool = False
+    """Accept absolute item/image paths (refused by default); relative ones never leave ``root``."""
 
     @classmethod
     def from_manifest(cls, embedder: Embedder, manifest: Path, root: Path | None = None, **kwargs: Any) -> "EvalContext":
+        """The context of one manifest; every item and image path is checked against the root up front."""
         manifest = Path(manifest)
         entries = read_manifest(manifest)
         if not entries:
             raise DataError(f"{manifest}: the manifest has no entries")
-        return cls(embedder, entries, Path(root) if root is not None else manifest.parent, manifest, **kwargs)
+        context = cls(embedder, entries, Path(root) if root is not None else manifest.parent, manifest, **kwargs)
+        for entry in entries:  # a bad line fails the task before anything is embedded, naming the line
+            context.resolve(entry.path, entry.where())
+            if entry.image:
+                context.resolve(entry.image, entry.where())
+        return context
 
     def languages_or(self, default: Sequence[str]) -> list[str]:
         return list(self.languages) if self.languages else list(default)
 
-    def resolve(self, relative: str) -> Path:
-        path = Path(relative)
-        return path if path.is_absolute() else self.root / path
+    def resolve(self, relative: str, where: str | None = None) -> Path:
+        """``relative`` under the context's root (see :mod:`modbind.data.paths`)."""
+        return resolve_under(self.root, relative, where=where or str(self.manifest or self.root),
+                             allow_absolute=self.allow_absolute_paths,
+                             how_to_allow=f"{ALLOW_ABSOLUTE_FLAG} (in a suite: allow_absolute_paths: true on the task)")
 
     def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult) -> tuple[Tensor, list[ManifestEntry]]:
         """Model embeddings of the entries whose item decodes; the others are excluded and counted."""
-        embeddings, kept, failures = self.embedder.items([self.resolve(e.path) for e in entries])
+        embeddings, kept, failures = self.embedder.items([self.resolve(e.path, e.where()) for e in entries])
         if failures:
             result.exclude(
                 "unreadable_item",
@@ -83,7 +94,7 @@ class EvalContext:
         if missing:
             result.exclude("no_image", f"{missing} of {len(entries)} entries have no 'image' field", missing,
                            examples=[e.id for e in entries if not e.image])
-        embeddings, kept, failures = self.embedder.images([self.resolve(e.image or "") for e in with_image])
+        embeddings, kept, failures = self.embedder.images([self.resolve(e.image or "", e.where()) for e in with_image])
         if failures:
             result.exclude(
                 "undecodable_image",

@@ -49,6 +49,8 @@ class SuiteTask(BaseModel):
     """Label in the report (default: task name + manifest file name)."""
     languages: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    allow_absolute_paths: bool = False
+    """Accept absolute item/image paths in this task's manifest (refused by default)."""
 
 
 class Suite(BaseModel):
@@ -88,6 +90,7 @@ def run_task(embedder: Embedder, spec: SuiteTask, tasks: TaskLookup, *, tie_poli
     context = EvalContext.from_manifest(
         embedder, spec.data, spec.root, languages=spec.languages or languages,
         tie_policy=check_tie_policy(tie_policy), label=spec.name or f"{spec.task}: {Path(spec.data).name}",
+        allow_absolute_paths=spec.allow_absolute_paths,
     )
     result = task.run(context, **spec.options)
     if not isinstance(result, TaskResult):

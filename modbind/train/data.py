@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from modbind.config import DataSource
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind.data.manifest import iter_manifest
+from modbind.data.paths import resolve_under
 from modbind.data.shards import ShardRef, index_shards, is_shard_source, read_packed
 from modbind.errors import ConfigError, DataError
 
@@ -72,13 +73,18 @@ class TrainBatch:
         return TrainBatch(pinned, self.captions, self.ids, self.skipped)
 
 
-def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExamples]:
-    """Read every manifest; items without a caption in ``language`` are left out (and counted)."""
+def read_sources(sources: Sequence[DataSource], language: str, section: str = "data.train") -> list[SourceExamples]:
+    """Read every manifest; items without a caption in ``language`` are left out (and counted).
+
+    A path that leaves its source's root (or an absolute one the source does not allow) fails the whole
+    run here, before training starts: it is a defect of the manifest (or an attack), not an unreadable
+    file to skip and count.
+    """
     if not sources:
-        raise ConfigError("data.train is empty: add at least one manifest, e.g. "
-                          "--set 'data.train=[{manifest: train.jsonl}]'")
+        raise ConfigError(f"{section} is empty: add at least one manifest, e.g. "
+                          f"--set '{section}=[{{manifest: train.jsonl}}]'")
     read: list[SourceExamples] = []
-    for source in sources:
+    for index, source in enumerate(sources):
         if is_shard_source(source.manifest):
             read.append(_read_shards(source, language))
             continue
@@ -86,11 +92,13 @@ def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExa
         root = Path(source.root) if source.root is not None else manifest.parent
         examples, without = [], 0
         for entry in iter_manifest(manifest):
+            path = resolve_under(root, entry.path, where=entry.where(), allow_absolute=source.allow_absolute_paths,
+                                 how_to_allow=f"{section}[{index}].allow_absolute_paths: true")
             captions = entry.captions_in(language)
             if not captions:
                 without += 1
                 continue
-            examples.append(Example(entry.id, root / entry.path, tuple(captions)))
+            examples.append(Example(entry.id, path, tuple(captions)))
         if not examples:
             raise DataError(f"{manifest}: no item has a '{language}' caption (data.caption_language); "
                             "nothing to train on")

@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 from torch import nn
 
-from modbind.atomic import atomic_write
+from modbind.atomic import atomic_write, fsync_dir, fsync_tree
+from modbind.checkpoint_io import load_pickle
 from modbind.config import TrainConfig
-from modbind.errors import CheckpointError, ConfigError
-
-LATEST_FILE = "latest"
+from modbind.errors import CheckpointError, ConfigError, ModbindError
+from modbind.train.checkpoints import LATEST_FILE, complete_checkpoint, latest_tag, prune_checkpoints
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -33,6 +34,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     accelerator = get_accelerator()
     on_cpu = accelerator.device_name() == "cpu"
+    if on_cpu:
+        _skip_shared_memory_allreduce()
     if not dist.is_initialized():
         if "RANK" not in os.environ:  # no launcher: a single local process
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
@@ -45,6 +48,22 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if not on_cpu:
         accelerator.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _skip_shared_memory_allreduce() -> None:
+    """Keep DeepSpeed's CPU backend from building and starting its shared-memory all-reduce op.
+
+    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts, and every rank
+    then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*`` segment that nothing ever unlinks: each
+    run, even one that fails right after, leaves it in RAM. The op serves only ``inference_all_reduce``
+    (tensor-parallel inference kernels); training's collectives go through torch.distributed (gloo), so
+    marking the op unavailable in DeepSpeed's table of compatible ops (the table is kept for such edits)
+    changes nothing in training, leaves no segment behind and skips the compile.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def free_port() -> int:
@@ -120,16 +139,25 @@ class Engine:
         import deepspeed
 
         self.config = deepspeed_config(train, world, total_steps)
+        self.keep_checkpoints = train.keep_checkpoints
         groups = parameter_groups(model, train.optimizer.weight_decay)
         if not groups:
             raise ConfigError("nothing to train: every parameter is frozen (check train.finetune / partial_top_k)")
-        self._engine, _, _, self._scheduler = deepspeed.initialize(model=model, model_parameters=groups,
-                                                                   config=self.config)
+        try:
+            self._engine, _, _, self._scheduler = deepspeed.initialize(model=model, model_parameters=groups,
+                                                                       config=self.config)
+            if train.compile:
+                self._engine.compile(backend=train.compile_backend)  # in place: state-dict keys are unchanged
+        except ModbindError:
+            raise
+        except Exception as err:  # whatever DeepSpeed or torch raise, the user gets one line
+            raise ConfigError(f"DeepSpeed could not set up training ({type(err).__name__}: {_first_line(err)}); "
+                              "check the recipe's train section") from err
+        # resuming reads these files back: never with an unpickler that can run code (see SafeCheckpointEngine)
+        self._engine.checkpoint_engine = SafeCheckpointEngine(self._engine._config)
         if world == 1 and train.zero_stage == 0:
             # one rank: the bucketed all-reduce would only flatten and copy every gradient
             self._engine.enable_backward_allreduce = False
-        if train.compile:
-            self._engine.compile(backend=train.compile_backend)  # in place: state-dict keys are unchanged
 
     @property
     def module(self) -> nn.Module:
@@ -168,10 +196,16 @@ class Engine:
         return bool(boundary)
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> Path:
-        """Write a resumable checkpoint atomically: into a temp folder, renamed once every rank finished."""
+        """Write a resumable checkpoint atomically and durably, then prune old ones.
+
+        Every rank writes into a temp folder and fsyncs what it wrote; once all have, rank 0 renames the
+        folder into place, fsyncs the parent, points ``latest`` at it and deletes checkpoints beyond
+        ``train.keep_checkpoints``. A crash or power cut at any point leaves ``latest`` naming a complete one.
+        """
         directory = Path(directory)
         staging = directory / f".tmp-{tag}"
         self._engine.save_checkpoint(str(staging), tag=tag, client_state=client_state, save_latest=False)
+        fsync_tree(staging / tag)
         dist.barrier()
         final = directory / tag
         if dist.get_rank() == 0:
@@ -179,23 +213,61 @@ class Engine:
                 shutil.rmtree(final)
             os.replace(staging / tag, final)
             shutil.rmtree(staging, ignore_errors=True)
+            fsync_dir(directory)
             atomic_write(directory / LATEST_FILE, tag + "\n")
+            prune_checkpoints(directory, self.keep_checkpoints)
         dist.barrier()
         return final
 
-    def load(self, directory: Path, tag: str | None = None) -> dict[str, Any]:
-        """Restore model, optimizer, scheduler and the loop's client state from ``directory``."""
+    def load(self, directory: Path) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler and the loop's client state from the newest complete checkpoint.
+
+        The one ``latest`` names is used when its files are whole; a truncated one (a crash or power cut
+        while it was written) is skipped with a warning for the newest complete one before it. Files are
+        read with :class:`SafeCheckpointEngine`, so a file holding anything but plain training state is
+        refused, never executed.
+        """
         directory = Path(directory)
-        tag = tag or latest_tag(directory)
+        tag = latest_tag(directory)
         if tag is None:
             raise CheckpointError(f"no checkpoint to resume from in {directory} (missing '{LATEST_FILE}'); "
                                   "drop --resume to start a fresh run")
-        path, client_state = self._engine.load_checkpoint(str(directory), tag=tag)
+        tag = complete_checkpoint(directory, tag)
+        try:
+            path, client_state = self._engine.load_checkpoint(str(directory), tag=tag)
+        except ModbindError:
+            raise
+        except Exception as err:  # DeepSpeed fails in many ways on a checkpoint of another run
+            raise CheckpointError(f"checkpoint {directory / tag} could not be loaded ({type(err).__name__}: "
+                                  f"{_first_line(err)}); delete it to resume from an earlier one") from err
         if path is None:
             raise CheckpointError(f"checkpoint {directory / tag} could not be loaded; delete it to resume from scratch")
         return dict(client_state or {})
 
 
-def latest_tag(directory: Path) -> str | None:
-    marker = Path(directory) / LATEST_FILE
-    return marker.read_text(encoding="utf-8").strip() or None if marker.is_file() else None
+class SafeCheckpointEngine(TorchCheckpointEngine):
+    """DeepSpeed's torch checkpoint engine, reading with ``weights_only=True`` and modbind's allow-list.
+
+    DeepSpeed's own engine unpickles checkpoint files with ``weights_only=False``, so a file planted in
+    a run folder runs its code on ``--resume``. What DeepSpeed stores for ZeRO 0-2 is tensors, containers,
+    numbers and strings, plus four plain records in the ZeRO optimizer state: the loss scaler's settings,
+    the ZeRO stage enum and the flat-buffer fragment addresses. Those are allowed; anything else fails.
+    """
+
+    def load(self, path: str, map_location: Any = None) -> Any:
+        return load_pickle(Path(path), extra_globals=_deepspeed_state_types(), map_location=map_location,
+                           mmap=False, hint=f"A modbind checkpoint never holds it: delete {Path(path).parent} "
+                                            "(--resume then uses the checkpoint before it) or start a new run")
+
+
+def _deepspeed_state_types() -> list[Any]:
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

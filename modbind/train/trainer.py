@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from modbind.contracts import Batch
 from modbind.errors import ConfigError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
 from modbind.recipes import ResolvedRecipe, dump_recipe
+from modbind.train.checkpoints import checkpoint_tag, latest_tag
 from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
@@ -35,7 +37,7 @@ from modbind.train.data import (
     mix_seed,
     read_sources,
 )
-from modbind.train.engine import Engine, init_distributed, latest_tag, micro_batch_size
+from modbind.train.engine import Engine, init_distributed, micro_batch_size
 from modbind.train.finetune import apply_finetune
 from modbind.train.loss import symmetric_info_nce
 
@@ -79,20 +81,21 @@ def run_alignment(
     """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export."""
     recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
     train = recipe.train
-    rank, world, device = init_distributed()
     out = Path(recipe.output.dir)
     checkpoints = out / CHECKPOINT_DIR
     if not resume and latest_tag(checkpoints) is not None:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
     if resume:
         _check_same_recipe(out / RECIPE_FILE, recipe)
+    # manifests are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
+    sources = read_sources(recipe.data.train, recipe.data.caption_language)
+    val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
+    rank, world, device = init_distributed()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
 
-    sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
     anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), out, rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
@@ -199,7 +202,7 @@ class TrainLoop:
                 if micro_index + 1 == micro_steps:
                     next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
-                    self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, f"step{report.step:08d}", next_state)
+                    self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, checkpoint_tag(report.step), next_state)
                 if self.on_step is not None:
                     self.on_step(report)
                 if report.step >= total_steps and micro_index + 1 < micro_steps:
@@ -297,15 +300,29 @@ class TrainLoop:
 
 
 class MetricsLog:
-    """Append-only JSONL metrics; on resume, lines past the checkpoint's step are dropped first."""
+    """Append-only JSONL metrics; on resume, lines past the checkpoint's step are dropped first.
+
+    A line that is not a JSON record (the torn end of an append cut short by a crash or a full disk) is
+    dropped on resume with a warning: it holds nothing the resumed run cannot log again.
+    """
 
     def __init__(self, path: Path, *, enabled: bool, resume_step: int | None = None, tensorboard: bool = False):
         self.path = path
         self.enabled = enabled
         self.board = _tensorboard_writer(path.parent / "tensorboard") if enabled and tensorboard else None
         if enabled and resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept, torn = [], []
+            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                record = _json_record(line)
+                if record is None:
+                    torn.append(number)
+                elif record.get("step", 0) <= resume_step:
+                    kept.append(line)
+            if torn:
+                tqdm.write(f"warning: {path}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn))}), "
+                           "the end of a write cut short", file=sys.stderr)
             atomic_write(path, "".join(line + "\n" for line in kept))
             self.write({"event": "resume", "step": resume_step})
 
@@ -319,6 +336,14 @@ class MetricsLog:
             for key in ("loss", "lr", "logit_scale", "samples_per_s"):
                 self.board.add_scalar(f"train/{key}", record[key], record["step"])
             self.board.flush()
+
+
+def _json_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _tensorboard_writer(folder: Path) -> Any:
