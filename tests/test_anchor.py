@@ -133,12 +133,14 @@ def test_fingerprint_sees_swapped_values() -> None:
     assert tensor_fingerprint({"w": values}) != tensor_fingerprint({"v": values})
 
 
-def test_identity_is_model_tag_and_weights_hash(tiny_dir: Path, anchor, tmp_path: Path) -> None:
+def test_identity_is_the_content_hash_and_survives_moving_the_folder(tiny_dir: Path, anchor, tmp_path: Path) -> None:
     from modbind.anchor import OpenClipProvider, anchor_identity, build_tiny_openclip
 
     config = AnchorConfig(model=f"local-dir:{tiny_dir}", pretrained=None)
     assert anchor_identity(config, OpenClipProvider()) == anchor.identity
-    assert anchor.identity.startswith("local-dir:tiny|local|sha256:")
+    assert anchor.identity.startswith("sha256:") and anchor.label == "local-dir:tiny (local)"
+    renamed = shutil.copytree(tiny_dir, tmp_path / "renamed-copy")
+    assert anchor_identity(AnchorConfig(model=f"local-dir:{renamed}"), OpenClipProvider()) == anchor.identity
     other = build_tiny_openclip(tmp_path / "tiny", SENTENCES, seed=1)
     assert anchor_identity(AnchorConfig(model=f"local-dir:{other}"), OpenClipProvider()) != anchor.identity
     assert anchor_identity(config.model_copy(update={"precision": "bf16"}), OpenClipProvider()) != anchor.identity
@@ -155,7 +157,7 @@ def test_loads_from_a_separate_weights_file_and_from_a_moved_folder(tiny_dir: Pa
     (moved / "open_clip_model.safetensors").rename(weights)
     from_file = load_anchor(AnchorConfig(model=f"local-dir:{moved}", pretrained=str(weights)))
     torch.testing.assert_close(from_file.encode_text(SENTENCES), reference, atol=1e-6, rtol=0)
-    assert "my_anchor.safetensors" in from_file.identity
+    assert "my_anchor.safetensors" in from_file.label and from_file.identity == anchor.identity
     with pytest.raises(ModbindError, match=r"weights file \(open_clip_model.safetensors\) in .*moved"):
         load_anchor(AnchorConfig(model=f"local-dir:{moved}"))
     # the folder moved away from the absolute text-tower path written in its config
@@ -295,7 +297,7 @@ def test_hf_hub_model_loads_from_the_hf_cache(tiny_dir: Path, anchor, empty_hf_c
         "open_clip_model.safetensors": tiny_dir / "open_clip_model.safetensors",
     })
     loaded = load_anchor(AnchorConfig(model="hf-hub:fake-org/tiny-clip"))
-    assert loaded.identity.startswith("hf-hub:fake-org/tiny-clip|hub|sha256:")
+    assert loaded.label == "hf-hub:fake-org/tiny-clip (hub)" and loaded.identity == anchor.identity
     torch.testing.assert_close(loaded.encode_text(SENTENCES), anchor.encode_text(SENTENCES), atol=1e-6, rtol=0)
 
 
@@ -318,6 +320,6 @@ def test_open_clip_name_with_a_weights_file_and_text_tower_from_the_hf_cache(
     open_clip.add_model_config(configs)
     weights = shutil.copyfile(tiny_dir / "open_clip_model.safetensors", tmp_path / "tiny.safetensors")
     loaded = load_anchor(AnchorConfig(model="modbind-test-tiny-xlmr", pretrained=str(weights), precision="bf16"))
-    assert loaded.identity.startswith("modbind-test-tiny-xlmr|tiny.safetensors|sha256:")
-    assert loaded.identity.endswith("|bf16")
+    assert loaded.label == "modbind-test-tiny-xlmr (tiny.safetensors)"
+    assert loaded.identity == anchor.identity + "|bf16"  # same files, other precision
     torch.testing.assert_close(loaded.encode_text(SENTENCES), anchor.encode_text(SENTENCES), atol=0.05, rtol=0)

@@ -28,8 +28,9 @@ class AnchorChangedError(ModbindError):
 class Anchor:
     """A frozen text-image space: ``encode_text``/``encode_image`` give L2-normalised float32 CPU tensors.
 
-    ``identity`` (model + tag + weights hash) keys the caption cache; ``logit_scale`` is the model's
-    learned temperature as a multiplier (``exp`` of the stored log value).
+    ``identity`` (a hash of the weights, tokenizer and precision: content only, so a moved folder keeps it)
+    keys the caption cache and ties exported models to their anchor; ``label`` names it for humans;
+    ``logit_scale`` is the model's learned temperature as a multiplier (``exp`` of the stored log value).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class Anchor:
         image_transform: Callable[[Any], Tensor],
         *,
         identity: str,
+        label: str | None = None,
         device: str | torch.device = "cpu",
     ):
         self._model = model.to(device)
@@ -47,6 +49,7 @@ class Anchor:
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.identity = identity
+        self.label = label or identity
         self.device = torch.device(device)
         self.logit_scale = float(model.logit_scale.detach().float().exp().item())
         self.context_length: int = getattr(tokenizer, "context_length", None) or 77
@@ -56,7 +59,7 @@ class Anchor:
         self._loaded_fingerprint = _combine(self._loaded_digests)
 
     def __repr__(self) -> str:
-        return f"Anchor({self.identity!r}, dim={self.dim}, device={self.device})"
+        return f"Anchor({self.label!r}, identity={self.identity!r}, dim={self.dim}, device={self.device})"
 
     @property
     def model(self) -> nn.Module:

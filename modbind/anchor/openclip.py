@@ -451,11 +451,17 @@ class OpenClipProvider(AnchorProvider):
             tokenizer,
             transform,
             identity=self.identity(model, pretrained, _source=source, **kwargs),
+            label=f"{source.label} ({source.tag})",
             device=device,
         )
 
     def identity(self, model: str, pretrained: str | None, *, _source: OpenClipSource | None = None, **kwargs: Any) -> str:
-        """``label|tag|sha256:…`` without building the model: the caption cache's key (hashes files only)."""
+        """``sha256:…`` of what the anchor computes with, without building it (hashes files only).
+
+        Only content counts: the weights, the embedding width, the tokenizer files and the precision. Moving
+        or renaming a ``local-dir:`` folder, or reaching the same weights by tag or by path, keeps the
+        identity, so caption caches and exported models still match.
+        """
         import hashlib
 
         from modbind.anchor.fingerprint import file_sha256
@@ -468,4 +474,4 @@ class OpenClipProvider(AnchorProvider):
             digest.update(path.name.encode() + file_sha256(path).encode())
         precision = kwargs.get("precision", "fp32")
         suffix = "" if precision == "fp32" else f"|{precision}"
-        return f"{source.label}|{source.tag}|sha256:{digest.hexdigest()[:24]}{suffix}"
+        return f"sha256:{digest.hexdigest()[:24]}{suffix}"
