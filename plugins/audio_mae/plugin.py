@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
@@ -25,12 +25,17 @@ if TYPE_CHECKING:  # timm loads on first use, so listing plugins stays fast
 
 
 class AudioMAEOptions(AudioEncoderOptions):
-    """AudioMAE options. The architecture comes from ``size``/``config``; a checkpoint must match it."""
+    """AudioMAE options. The architecture comes from ``size``/``config``; a checkpoint must match it, and
+    its head count comes from the file's stored config or, when it has none, from ``num_heads``."""
 
     size: Literal["base", "tiny"] = "base"
     """'base': ViT-B/16 of the released checkpoints; 'tiny': width 64, 2 blocks (tests, demos)."""
     config: dict[str, Any] | None = None
     """AudioMAEConfig fields overriding ``size``, e.g. ``{"num_classes": 527}`` to keep the AudioSet head."""
+    num_heads: int | None = Field(None, gt=0)
+    """Attention heads per block. The weights do not record it, so with a checkpoint that stores no config
+    it is required (12 for the official ViT-B/16 checkpoints); one that contradicts the file's stored
+    config is an error. Without a checkpoint it overrides the ``size`` preset (None: the preset's)."""
     pretrained_pool_norm: Literal["copy", "fresh"] = "copy"
     """With the pre-trained MAE checkpoint (no ``fc_norm``): start the pooling norm from the MAE's final
     ``norm`` ('copy') or at identity like the official fine-tuning ('fresh')."""
@@ -46,9 +51,26 @@ class AudioMAEOptions(AudioEncoderOptions):
                              f"clip_seconds {self.clip_seconds} would be cut silently, use at most {longest:.3f}")
         return self
 
+    @model_validator(mode="after")
+    def _heads_fit_the_width(self) -> "AudioMAEOptions":
+        overrides = self.config or {}
+        in_config = overrides.get("num_heads")
+        if self.num_heads is not None and in_config is not None and in_config != self.num_heads:
+            raise ValueError(f"num_heads {self.num_heads} contradicts config.num_heads {in_config}; set only one")
+        width = overrides.get("embed_dim", PRESETS[self.size].embed_dim)
+        if self.num_heads is not None and isinstance(width, int) and width % self.num_heads:
+            raise ValueError(f"num_heads {self.num_heads} does not divide embed_dim {width} "
+                             f"(size '{self.size}'{' and config' if 'embed_dim' in overrides else ''})")
+        return self
+
+    def requested_num_heads(self) -> int | None:
+        """The head count the user gave (``num_heads`` or ``config.num_heads``), None when neither is set."""
+        return self.num_heads if self.num_heads is not None else (self.config or {}).get("num_heads")
+
     def architecture(self) -> AudioMAEConfig:
-        """The config ``size`` names, with ``config`` overrides applied (ConfigError when they are invalid)."""
-        return preset_with_overrides(PRESETS[self.size], self.config, AudioMAEPlugin.name)
+        """The config ``size`` names, with ``config`` and ``num_heads`` applied (ConfigError when invalid)."""
+        overrides = {**(self.config or {}), **({"num_heads": self.num_heads} if self.num_heads is not None else {})}
+        return preset_with_overrides(PRESETS[self.size], overrides, AudioMAEPlugin.name)
 
 
 def max_clip_seconds() -> float:
@@ -91,7 +113,8 @@ class AudioMAEPlugin(AudioEncoderPlugin):
         from modbind_audio_mae.checkpoint import load_audiomae_checkpoint
 
         opts = narrow_options(options, AudioMAEOptions, self.name)
-        encoder = load_audiomae_checkpoint(Path(path), opts.architecture(), pool_norm=opts.pretrained_pool_norm)
+        encoder = load_audiomae_checkpoint(Path(path), opts.architecture(), num_heads=opts.requested_num_heads(),
+                                           pool_norm=opts.pretrained_pool_norm)
         encoder.set_gradient_checkpointing(opts.gradient_checkpointing)
         return encoder
 
