@@ -24,7 +24,6 @@ from torch import Tensor
 
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, as_clip, narrow_options
-from modbind.audio.io import AudioClip
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 
 from modbind_audio_htsat.architecture import LAION_CLAP_SAMPLE_RATE, PRESETS, PresetName, ShortClipPolicy
@@ -86,8 +85,7 @@ class HtsatPlugin(AudioEncoderPlugin):
         (LAION-CLAP's ``repeatpad``), so only the remainder is zero padding."""
         opts = narrow_options(options, HtsatOptions, self.name)
         if opts.short_clips == "repeatpad":
-            clip = as_clip(item, opts.sample_rate)
-            item = AudioClip(repeat_to_fill(clip.samples, opts.clip_samples), clip.sample_rate)
+            item = repeat_to_fill(as_clip(item, opts.sample_rate).samples, opts.clip_samples)
         return super().preprocess(item, options, train=train, generator=generator)
 
     def featurize(self, batch: Batch, options: EncoderOptions) -> Batch:
