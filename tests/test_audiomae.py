@@ -191,7 +191,7 @@ def test_num_heads_contradicting_the_stored_config_is_refused(plugin, fixture_di
     assert build(plugin, checkpoint=str(path), num_heads=4).config.num_heads == 4  # agreeing is fine
 
 
-def test_official_args_model_name_gives_the_head_count(plugin, tmp_path: Path) -> None:
+def test_official_args_model_name_gives_the_head_count(plugin, tmp_path: Path, caplog) -> None:
     """The official scripts save ``args`` (an argparse.Namespace) whose ``model`` names the architecture."""
     torch.manual_seed(0)
     width = {"embed_dim": 36, "depth": 1, "drop_path_rate": 0.0}  # 36: 12 and 6 heads fit, 16 do not
@@ -203,9 +203,12 @@ def test_official_args_model_name_gives_the_head_count(plugin, tmp_path: Path) -
     torch.save({"model": original.backbone.state_dict(), "epoch": 99,
                 "args": argparse.Namespace(model="vit_base_patch16", output_dir=Path("/out"))}, path)
 
-    loaded = build(plugin, checkpoint=str(path), config=width)
+    with caplog.at_level("WARNING", logger="modbind_audio_mae.checkpoint"):
+        loaded = build(plugin, checkpoint=str(path), config=width)
 
     assert loaded.config.num_heads == 12
+    # the tiny preset says 4: an export rebuilt without the checkpoint would need num_heads in the options
+    assert "gives 12 attention heads where plugin.options 'size'/'config' give 4; add num_heads: 12" in caplog.text
     fbank = torch.randn(1, 1024, 128)
     with torch.no_grad():
         torch.testing.assert_close(loaded({"features": fbank}).pooled, original({"features": fbank}).pooled,

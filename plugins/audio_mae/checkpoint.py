@@ -105,6 +105,10 @@ def load_audiomae_checkpoint(
         raise CheckpointError(f"{path}: its stored head count {heads} does not divide its width {config.embed_dim}, "
                               "so its stored config does not describe these weights; re-save them with the right "
                               "config, or without one and set plugin.options.num_heads")
+    if num_heads is None and heads != config.num_heads:
+        log.warning("%s: its stored config gives %d attention heads where plugin.options 'size'/'config' give %d; "
+                    "add num_heads: %d to plugin.options so that a model exported from this run rebuilds with "
+                    "them without the checkpoint", path, heads, config.num_heads, heads)
     config = config.replace(num_heads=heads)
     encoder = AudioMAEEncoder(config)
     report = load_official_weights(encoder, checkpoint.tensors, source=str(path), pool_norm=pool_norm)
