@@ -182,6 +182,14 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
         """Build the encoder from an official checkpoint file (never unpickling untrusted code)."""
         raise ConfigError(f"plugin '{self.name}' cannot load checkpoints; remove plugin.options.checkpoint")
 
+    def export_options(self, options: OptionsT, encoder: ModalityEncoder) -> OptionsT:
+        """Options that rebuild ``encoder`` without its checkpoint file, for an export's card.
+
+        Default: ``options`` as they are. Override when a checkpoint brings architecture the options do not
+        state and the weights' shapes do not reveal (AudioMAE's head count).
+        """
+        return options
+
     def lora_targets(self, options: OptionsT) -> list[str]:
         """Module-name patterns LoRA should wrap (``options.lora_targets`` overrides the default)."""
         if options.lora_targets is not None:

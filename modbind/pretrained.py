@@ -19,7 +19,6 @@ Any other value is a local file path, used as it always was. Nothing here knows 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import http.client
 import json
@@ -138,21 +137,6 @@ def with_implied_options(
                 f"{where}: '{key}: {raw[key]!r}' contradicts checkpoint '{entry.name}', which implies "
                 f"'{key}: {implied!r}'; remove '{key}' or choose a checkpoint made for that value")
     return {**copy.deepcopy(dict(entry.options)), **raw}
-
-
-def options_supported_by(
-    table: Mapping[str, PretrainedCheckpoint], model: type[BaseModel]
-) -> dict[str, PretrainedCheckpoint]:
-    """``table`` with each entry's implied options cut to those ``model`` accepts on their own.
-
-    Transitional: a table may name an option value a parallel change is adding (AudioMAE ``num_heads``,
-    HTS-AT ``short_clips: repeatpad``); once the option exists this returns the table unchanged.
-    """
-    supported = {}
-    for name, entry in table.items():
-        kept = {key: value for key, value in entry.options.items() if _accepts(model, key, value)}
-        supported[name] = dataclasses.replace(entry, options=kept) if kept != dict(entry.options) else entry
-    return supported
 
 
 def resolve_checkpoint(
@@ -383,11 +367,3 @@ def _differ(model: type[BaseModel], key: str, given: Any, implied: Any) -> bool:
         return adapter.validate_python(given) != adapter.validate_python(implied)
     except ValidationError:
         return False
-
-
-def _accepts(model: type[BaseModel], key: str, value: Any) -> bool:
-    try:
-        model.model_validate({key: value})
-    except ValidationError:
-        return False
-    return True

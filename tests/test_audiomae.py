@@ -42,9 +42,13 @@ def build(plugin: AudioMAEPlugin, **options) -> AudioMAEEncoder:
     return plugin.build_encoder(plugin.options({"size": "tiny", **options})).eval()
 
 
-@pytest.mark.parametrize("name", ["tiny_audiomae.pth", "tiny_audiomae.safetensors"])
-def test_tiny_fixture_reproduces_official_outputs(plugin, fixture_dir, expected, name: str) -> None:
-    encoder = build(plugin, checkpoint=str(fixture_dir / name), config={"num_classes": 527})
+@pytest.mark.parametrize("name, heads", [
+    ("tiny_audiomae.pth", {"num_heads": 4}),  # a bare {"model": ...}: the head count must be given
+    ("tiny_audiomae.safetensors", {}),  # its metadata stores the cfg, num_heads 4 included
+])
+def test_tiny_fixture_reproduces_official_outputs(plugin, fixture_dir, expected, name: str, heads: dict) -> None:
+    encoder = build(plugin, checkpoint=str(fixture_dir / name), config={"num_classes": 527}, **heads)
+    assert encoder.config.num_heads == 4
     fbank = expected["input.fbank"][:, 0]
     with torch.no_grad():
         output = encoder({"features": fbank})
@@ -58,7 +62,7 @@ def test_tiny_fixture_reproduces_official_outputs(plugin, fixture_dir, expected,
 
 
 def test_alignment_encoder_drops_the_classifier(plugin, fixture_dir, expected) -> None:
-    encoder = build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth"))
+    encoder = build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth"), num_heads=4)
     assert not any(key.startswith("head.") for key in encoder.state_dict())
     assert encoder.load_report.ignored == ["head.weight", "head.bias"]
     with torch.no_grad():
@@ -137,7 +141,7 @@ def write_pretrained_form(fixture_dir: Path, path: Path) -> dict[str, torch.Tens
 def test_pretrained_mae_checkpoint_through_public_loader(plugin, fixture_dir, expected, tmp_path: Path) -> None:
     weights = write_pretrained_form(fixture_dir, tmp_path / "pretrained.pth")
 
-    encoder = build(plugin, checkpoint=str(tmp_path / "pretrained.pth"))
+    encoder = build(plugin, checkpoint=str(tmp_path / "pretrained.pth"), num_heads=4)
 
     report = encoder.load_report
     assert report.form == "pre-trained MAE"
@@ -149,7 +153,7 @@ def test_pretrained_mae_checkpoint_through_public_loader(plugin, fixture_dir, ex
         pooled = encoder({"features": expected["input.fbank"][:, 0]}).pooled
     torch.testing.assert_close(pooled, expected["pooled"], atol=ATOL, rtol=0)
 
-    fresh = build(plugin, checkpoint=str(tmp_path / "pretrained.pth"), pretrained_pool_norm="fresh")
+    fresh = build(plugin, checkpoint=str(tmp_path / "pretrained.pth"), num_heads=4, pretrained_pool_norm="fresh")
     assert torch.equal(fresh.backbone.fc_norm.weight, torch.ones(64))
     assert torch.equal(fresh.backbone.fc_norm.bias, torch.zeros(64))
     assert torch.equal(fresh.backbone.blocks[1].mlp.fc2.weight, weights["blocks.1.mlp.fc2.weight"])
@@ -162,7 +166,81 @@ def test_checkpoint_for_another_architecture_is_refused(plugin, fixture_dir, tmp
     weights["blocks.2.norm1.weight"] = torch.ones(64)
     torch.save({"model": weights}, tmp_path / "deeper.pth")
     with pytest.raises(CheckpointError, match=r"deeper\.pth.*unexpected keys \(e\.g\. blocks\.2\.norm1\.weight"):
-        build(plugin, checkpoint=str(tmp_path / "deeper.pth"))
+        build(plugin, checkpoint=str(tmp_path / "deeper.pth"), num_heads=4)
+
+
+def test_checkpoint_without_a_stored_head_count_needs_num_heads(plugin, fixture_dir, expected) -> None:
+    """The weights fit any head count that divides the width; loading with the preset's would be silent."""
+    with pytest.raises(CheckpointError, match=r"tiny_audiomae\.pth does not record the attention head count.*"
+                                              r"plugin\.options\.num_heads, 12 for the official"):
+        build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth"))
+    # Why it must be asked: 2 heads load and run on the same weights, with outputs well off the official ones.
+    wrong = build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth"), num_heads=2)
+    with torch.no_grad():
+        pooled = wrong({"features": expected["input.fbank"][:, 0]}).pooled
+    assert (pooled - expected["pooled"]).abs().max() > 10 * ATOL
+
+
+def test_num_heads_contradicting_the_stored_config_is_refused(plugin, fixture_dir) -> None:
+    path = fixture_dir / "tiny_audiomae.safetensors"
+    with pytest.raises(CheckpointError, match=r"tiny_audiomae\.safetensors: plugin\.options\.num_heads is 2 "
+                                              r"but its stored cfg\.num_heads says 4"):
+        build(plugin, checkpoint=str(path), num_heads=2)
+    with pytest.raises(CheckpointError, match="num_heads is 2 but its stored cfg.num_heads says 4"):
+        build(plugin, checkpoint=str(path), config={"num_heads": 2})
+    assert build(plugin, checkpoint=str(path), num_heads=4).config.num_heads == 4  # agreeing is fine
+
+
+def test_official_args_model_name_gives_the_head_count(plugin, tmp_path: Path) -> None:
+    """The official scripts save ``args`` (an argparse.Namespace) whose ``model`` names the architecture."""
+    torch.manual_seed(0)
+    width = {"embed_dim": 36, "depth": 1, "drop_path_rate": 0.0}  # 36: 12 and 6 heads fit, 16 do not
+    original = AudioMAEEncoder(BASE.replace(num_heads=12, **width)).eval()
+    with torch.no_grad():
+        for block in original.backbone.blocks:  # non-zero biases so every head sees a different input
+            block.attn.qkv.bias.normal_()
+    path = tmp_path / "checkpoint-99.pth"
+    torch.save({"model": original.backbone.state_dict(), "epoch": 99,
+                "args": argparse.Namespace(model="vit_base_patch16", output_dir=Path("/out"))}, path)
+
+    options = plugin.options({"size": "tiny", "checkpoint": str(path), "config": width})
+    loaded = plugin.build_encoder(options).eval()
+
+    assert loaded.config.num_heads == 12
+    fbank = torch.randn(1, 1024, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded({"features": fbank}).pooled, original({"features": fbank}).pooled,
+                                   atol=1e-6, rtol=0)
+    # the tiny preset says 4 heads: an export's card carries 12, so the model rebuilds without the checkpoint
+    exported = plugin.export_options(options, loaded)
+    assert exported.num_heads == 12 and plugin.export_options(plugin.options({"size": "tiny"}), loaded).num_heads == 12
+    rebuilt = plugin.build_encoder(exported.model_copy(update={"checkpoint": None})).eval()
+    rebuilt.load_state_dict(loaded.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt({"features": fbank}).pooled, loaded({"features": fbank}).pooled,
+                                   atol=0, rtol=0)
+    with pytest.raises(CheckpointError, match=r"num_heads is 6 but its stored args\.model 'vit_base_patch16' says 12"):
+        build(plugin, checkpoint=str(path), config=width, num_heads=6)
+    torch.save({"model": original.backbone.state_dict(), "args": argparse.Namespace(model="vit_large_patch16")},
+               tmp_path / "mislabelled.pth")
+    with pytest.raises(CheckpointError, match=r"mislabelled\.pth: its stored head count 16 does not divide its width 36"):
+        build(plugin, checkpoint=str(tmp_path / "mislabelled.pth"), config=width)
+
+
+def test_num_heads_without_a_checkpoint_overrides_the_preset(plugin) -> None:
+    assert build(plugin).config.num_heads == 4  # the tiny preset's
+    encoder = build(plugin, num_heads=8)
+    assert encoder.config.num_heads == 8 and encoder.backbone.blocks[0].attn.num_heads == 8
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"num_heads": 5}, "num_heads 5 does not divide embed_dim 64"),
+    ({"num_heads": 4, "config": {"num_heads": 8}}, "num_heads 4 contradicts config.num_heads 8"),
+    ({"num_heads": 0}, "num_heads"),
+])
+def test_num_heads_is_checked_with_the_options(plugin, raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plugin.options({"size": "tiny", **raw})
 
 
 def test_training_path_shapes_masks_and_augmentation(plugin) -> None:
@@ -239,7 +317,7 @@ def test_invalid_config_override_is_a_config_error(plugin) -> None:
 def test_runs_on_cuda(plugin, fixture_dir, expected) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    encoder = build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth")).cuda()
+    encoder = build(plugin, checkpoint=str(fixture_dir / "tiny_audiomae.pth"), num_heads=4).cuda()
     options = plugin.options({"size": "tiny"})
     waveform = torch.randn(2, 16000 * 4, device="cuda") * 0.1
     padding_mask = torch.zeros(2, 16000 * 4, dtype=torch.bool, device="cuda")

@@ -23,10 +23,6 @@ from modbind.plugins import get_registry
 from modbind.pretrained import PretrainedCheckpoint, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-PENDING_OPTIONS = {("audio_mae", "num_heads"), ("audio_htsat", "short_clips")}
-"""Implied options whose plugin option (or value) a parallel change adds; see options_supported_by."""
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -253,13 +249,11 @@ def test_shipped_tables_are_complete_and_consistent():
     assert {"beats-iter3", "beats-iter3-plus-as20k", "beats-iter3-plus-as2m", "beats-iter3-plus-as2m-ft-as2m-cpt2",
             "htsat-audioset", "laion-clap-630k-audioset", "audiomae-vitb-as2m",
             "audiomae-vitb-as2m-ft-as2m"} <= set(names)
-    for raw, plugin in ((HTSAT, registry.encoder("audio_htsat")), (MAE, registry.encoder("audio_mae"))):
-        for name, entry in raw.items():
-            dropped = set(entry.options) - set(plugin.pretrained[name].options)
-            assert {(plugin.name, key) for key in dropped} <= PENDING_OPTIONS
+    assert registry.encoder("audio_htsat").pretrained is HTSAT and registry.encoder("audio_mae").pretrained is MAE
     assert all(MAE[name].options["num_heads"] == 12 for name in MAE)
     clap = [entry for name, entry in HTSAT.items() if name.startswith("laion-clap-")]
     assert clap and all(e.options["sample_rate"] == 48000 and e.options["short_clips"] == "repeatpad" for e in clap)
+    assert {n for n, e in HTSAT.items() if e.options.get("mel_scale") == "htk"} == {n for n in HTSAT if "fusion" in n}
 
 
 def test_shipped_recipes_name_their_checkpoints():

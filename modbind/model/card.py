@@ -35,7 +35,7 @@ def make_card(
         "format_version": CARD_VERSION,
         "plugin": plugin.name,
         "modality": plugin.modality,
-        "plugin_options": options.model_dump(mode="json"),
+        "plugin_options": plugin.export_options(options, model.encoder).model_dump(mode="json"),
         "anchor": anchor_config.model_dump(mode="json"),
         "anchor_identity": anchor_identity,
         "dim": model.dim,

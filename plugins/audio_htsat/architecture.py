@@ -129,5 +129,9 @@ def infer_architecture(state: Mapping[str, Tensor], source: str, spec_size: int 
     return arch
 
 
-ShortClipPolicy = Literal["stretch", "pad"]
-"""How clips shorter than the model's 10 s are fitted: stretched in time (official) or zero-padded."""
+ShortClipPolicy = Literal["stretch", "pad", "repeatpad"]
+"""How clips shorter than the model's 10 s are fitted: stretched in time (official HTS-AT), zero-padded
+(official AudioSet training data) or repeated then zero-padded (LAION-CLAP)."""
+
+LAION_CLAP_SAMPLE_RATE = 48000
+"""Every LAION-CLAP HTS-AT tower was trained on 48 kHz audio (hop 480)."""

@@ -11,7 +11,9 @@ which) are stretched to the full length, in training and evaluation alike. When 
 padded, the features go to ``ClapAudioModel`` untouched, which is exactly the official order (bn0, then
 stretch); otherwise every example is stretched here first and bn0 follows, which in evaluation differs from
 the official order only by float rounding (bn0 is a per-bin affine map and bicubic weights sum to 1).
-``short_clips="pad"`` feeds the padded 10 s log-mel instead, as the official AudioSet training data did.
+``short_clips="pad"`` feeds the padded 10 s log-mel instead, as the official AudioSet training data did;
+``"repeatpad"`` does the same with a window the plugin's ``preprocess`` filled by repeating the clip
+(LAION-CLAP). Both mark feature-map steps that cover only padding in ``token_padding_mask``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from torch.utils.checkpoint import checkpoint
 from modbind.contracts import Batch, EncoderOutput, ModalityEncoder
 
 from modbind_audio_htsat.architecture import HtsatArchitecture, ShortClipPolicy
-
 
 
 class HtsatEncoder(ModalityEncoder):
@@ -83,7 +84,7 @@ class HtsatEncoder(ModalityEncoder):
         return torch.stack(stretched)
 
     def _token_padding(self, padding_mask: Tensor) -> Tensor:
-        """(B, steps): True where a feature-map time step covers only padded frames (``pad`` policy)."""
+        """(B, steps): True where a feature-map time step covers only padded frames (``pad``, ``repeatpad``)."""
         arch = self.architecture
         frames = padding_mask.shape[1]
         real = (~padding_mask.bool()).sum(dim=1, keepdim=True)

@@ -1,9 +1,12 @@
-"""The ``audio_htsat`` encoder plugin: HTS-AT on 32 kHz audio, 10 s clips, Slaney log-mel, SpecAugment.
+"""The ``audio_htsat`` encoder plugin: HTS-AT on 32 kHz audio (48 kHz for LAION-CLAP towers), 10 s clips,
+log-mel, SpecAugment.
 
 Data path: ``load_item``/``preprocess`` come from :class:`~modbind.audio.base.AudioEncoderPlugin`
-(decode, resample, random truncation in training, first 10 s + padding in evaluation); ``featurize``
-computes the official log-mel of each example's real samples; the encoder stretches short examples to
-1024 frames like the official forward (see :mod:`modbind_audio_htsat.encoder` for the policies).
+(decode, resample, random truncation in training, first 10 s + padding in evaluation); with the
+``repeatpad`` policy ``preprocess`` first repeats a short clip like LAION-CLAP. ``featurize`` computes the
+log-mel the checkpoint was trained on; with ``stretch`` it uses each example's real samples only and the
+encoder stretches short examples to 1024 frames like the official forward (see
+:mod:`modbind_audio_htsat.encoder` for the policies).
 """
 
 from __future__ import annotations
@@ -14,17 +17,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 import modbind
-from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin
+from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, as_clip
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
-from modbind.pretrained import PretrainedCheckpoint, options_supported_by
+from modbind.pretrained import PretrainedCheckpoint
 
-from modbind_audio_htsat.architecture import PRESETS, PresetName, ShortClipPolicy
-from modbind_audio_htsat.frontend import FrontEndParams, log_mel, slaney_mel_filterbank
+from modbind_audio_htsat.architecture import LAION_CLAP_SAMPLE_RATE, PRESETS, PresetName, ShortClipPolicy
+from modbind_audio_htsat.frontend import FrontEndParams, MelScale, log_mel, mel_filterbank
 from modbind_audio_htsat.pretrained import CHECKPOINTS
 
 if TYPE_CHECKING:  # transformers loads on first use, so listing plugins stays fast
@@ -40,13 +44,20 @@ class HtsatOptions(AudioEncoderOptions):
     """Size built without a checkpoint: the official AudioSet Swin-T (also LAION-CLAP's HTSAT-tiny),
     LAION-CLAP's HTSAT-base, or the tiny conformance model."""
     short_clips: ShortClipPolicy = "stretch"
-    """``stretch``: clips under ``clip_seconds`` are stretched to the full length (official forward);
-    ``pad``: the zero-padded log-mel is used as is (official AudioSet training data)."""
+    """How clips under ``clip_seconds`` are fitted. ``stretch``: stretched to the full length (official
+    HTS-AT forward); ``pad``: zero-padded (official AudioSet training data); ``repeatpad``: repeated as
+    often as it fits, then zero-padded (LAION-CLAP). Unset: ``repeatpad`` at 48 kHz (LAION-CLAP towers),
+    ``stretch`` otherwise."""
+    mel_scale: MelScale = "slaney"
+    """The mel filterbank the checkpoint was trained on: ``slaney`` (official HTS-AT, non-fused LAION-CLAP)
+    or ``htk`` (fused LAION-CLAP towers: HTK scale, no area normalisation). The loader refuses a mismatch."""
     drop_path_rate: float = Field(0.1, ge=0.0, lt=1.0)
     """Stochastic depth in training (official HTS-AT: 0.1)."""
 
     @model_validator(mode="after")
     def _fits_the_model(self) -> HtsatOptions:
+        if "short_clips" not in self.model_fields_set:
+            self.short_clips = "repeatpad" if self.sample_rate == LAION_CLAP_SAMPLE_RATE else "stretch"
         params = FrontEndParams.for_rate(self.sample_rate)
         if self.sample_rate <= 2 * params.fmax:
             raise ValueError(f"sample_rate {self.sample_rate} Hz is too low for HTS-AT's mel bands up to "
@@ -69,24 +80,33 @@ class HtsatPlugin(AudioEncoderPlugin[HtsatOptions]):
     default_lora_targets: ClassVar[tuple[str, ...]] = ("query", "key", "value", "dense")
     """Attention projections and both MLP layers (``attention.output.dense``, ``intermediate.dense``,
     ``output.dense``) of every Swin block."""
-    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = options_supported_by(CHECKPOINTS, HtsatOptions)
+    pretrained: ClassVar[Mapping[str, PretrainedCheckpoint]] = CHECKPOINTS
     """Until ``short_clips: repeatpad`` exists, LAION-CLAP entries leave the short-clip policy at its default."""
+
+    def preprocess(self, item: Any, options: HtsatOptions, *, train: bool,
+                   generator: torch.Generator | None = None) -> Batch:
+        """The shared crop/pad; with ``repeatpad`` a short clip is first repeated ``clip_samples // n`` times
+        (LAION-CLAP's ``repeatpad``), so only the remainder is zero padding."""
+        if options.short_clips == "repeatpad":
+            item = repeat_to_fill(as_clip(item, options.sample_rate).samples, options.clip_samples)
+        return super().preprocess(item, options, train=train, generator=generator)
 
     def featurize(self, batch: Batch, options: HtsatOptions) -> Batch:
         """``{"features": (B, T, 64) dB log-mel, "padding_mask": (B, T)}``, T = 1 + samples // hop.
 
         With the ``stretch`` policy each example's log-mel is computed from its real samples only, so the
         last frames see reflect padding of the clip itself, exactly as when the official model is given
-        the short clip; padded frames hold silence (-100 dB) and are marked in the mask.
+        the short clip; padded frames hold silence (-100 dB) and are marked in the mask. With ``pad`` and
+        ``repeatpad`` the log-mel of the whole window is used, as LAION-CLAP and the AudioSet data did.
         """
-        params = FrontEndParams.for_rate(options.sample_rate)
+        params = FrontEndParams.for_rate(options.sample_rate, options.mel_scale)
         waveform = batch["waveform"].float()
         mel_matrix = _mel_matrix(params).to(waveform.device)
         frames = params.frames(waveform.shape[1])
         real = _real_samples(batch.get("padding_mask"), waveform)
         real_frames = torch.tensor([params.frames(n) for n in real], device=waveform.device)
         frame_mask = torch.arange(frames, device=waveform.device)[None, :] >= real_frames[:, None]
-        if options.short_clips == "pad" or all(n == waveform.shape[1] for n in real):
+        if options.short_clips != "stretch" or all(n == waveform.shape[1] for n in real):
             return {"features": log_mel(waveform, params, mel_matrix), "padding_mask": frame_mask}
         silence = 10.0 * math.log10(params.amin)
         features = torch.full((waveform.shape[0], frames, params.n_mels), silence, device=waveform.device)
@@ -122,13 +142,21 @@ class HtsatPlugin(AudioEncoderPlugin[HtsatOptions]):
     def load_checkpoint(self, path: Path, options: HtsatOptions) -> HtsatEncoder:
         from modbind_audio_htsat.checkpoint import load_htsat_checkpoint
 
-        return load_htsat_checkpoint(Path(path), sample_rate=options.sample_rate, short_clips=options.short_clips,
-                                     drop_path_rate=options.drop_path_rate)
+        return load_htsat_checkpoint(Path(path), sample_rate=options.sample_rate, mel_scale=options.mel_scale,
+                                     short_clips=options.short_clips, drop_path_rate=options.drop_path_rate)
 
 
 @functools.lru_cache(maxsize=4)
 def _mel_matrix(params: FrontEndParams) -> Tensor:
-    return slaney_mel_filterbank(params)
+    return mel_filterbank(params)
+
+
+def repeat_to_fill(samples: np.ndarray, length: int) -> np.ndarray:
+    """``samples`` repeated ``length // len(samples)`` times (LAION-CLAP ``repeatpad``, before its zero
+    padding); clips of ``length`` or more samples are returned unchanged."""
+    if 0 < len(samples) < length:
+        return np.tile(samples, length // len(samples))
+    return samples
 
 
 def _real_samples(padding_mask: Tensor | None, waveform: Tensor) -> list[int]:

@@ -30,6 +30,8 @@ _CLAP_REPO = "https://huggingface.co/lukewys/laion_clap"
 _CLAP_REVISION = "b3708341862f581175dba5c356a4ebf74a9b6651"
 _CLAP_LICENSE = "CC0-1.0"
 _CLAP_TINY = {"sample_rate": 48000, "short_clips": "repeatpad", "architecture": "audioset"}
+_CLAP_TINY_FUSED = {**_CLAP_TINY, "mel_scale": "htk"}
+"""Fused towers were trained on an HTK mel without Slaney normalisation (see the plugin README)."""
 _CLAP_BASE = {"sample_rate": 48000, "short_clips": "repeatpad", "architecture": "base"}
 
 
@@ -57,11 +59,11 @@ CHECKPOINTS: dict[str, PretrainedCheckpoint] = {entry.name: entry for entry in (
           sha256="8053c9775516af2f4902e1e8281e356cc1bf7a85e8b761908170767b77c3f037", size_bytes=1_863_587_645,
           provenance="sha256: HF LFS page; size: LFS pointer size quoted with that sha256 by independent projects"),
     _clap("laion-clap-630k-fusion", "630k-fusion-best.pt",
-          "LAION-CLAP HTSAT-tiny tower, LAION-Audio-630K, fused (trained on variable-length audio)", _CLAP_TINY,
+          "LAION-CLAP HTSAT-tiny tower, LAION-Audio-630K, fused (trained on variable-length audio)", _CLAP_TINY_FUSED,
           sha256=None, size_bytes=None, provenance="size/sha256: no public source found"),
     _clap("laion-clap-630k-audioset-fusion", "630k-audioset-fusion-best.pt",
           "LAION-CLAP HTSAT-tiny tower, LAION-Audio-630K + AudioSet, fused (laion_clap's fused default)",
-          _CLAP_TINY, sha256="fb171dd9b608aebdac3d89286cd7615c5100af4cc7dc37797c7fb8d3cc15e3a5",
+          _CLAP_TINY_FUSED, sha256="fb171dd9b608aebdac3d89286cd7615c5100af4cc7dc37797c7fb8d3cc15e3a5",
           size_bytes=1_863_889_051,
           provenance="sha256: HF LFS page (also under its earlier name "
                      "audioset_fusion_epoch_20_esc_86.8_map_36.22.pt); size: LFS pointer of the same object in "

@@ -15,15 +15,22 @@ read through :func:`modbind.checkpoint_io.read_checkpoint`. Their encoder keys a
 
 Anything else that does not fit (other extra keys, missing encoder keys, wrong shapes) is an error naming
 the file, because it means the checkpoint is for a different architecture than the options describe.
+
+The attention head count leaves no trace in the weights (``qkv`` is ``3·D x D`` for any head count), and a
+wrong one still loads and runs, only with wrong outputs. So it is taken from the file's stored config when
+it has one (``args.model`` of the official training scripts, or a ``cfg``/``config`` entry with
+``num_heads``), else from the user's ``num_heads``; a file that records neither, with no ``num_heads``
+given, is refused, and so is a ``num_heads`` that contradicts the file.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -37,6 +44,16 @@ log = logging.getLogger(__name__)
 PoolNorm = Literal["copy", "fresh"]
 DECODER_KEYS = ("decoder_", "mask_token")
 """Key prefixes of the MAE decoder side (reconstruction only)."""
+
+OFFICIAL_MODEL_HEADS: dict[str, int] = {
+    f"{prefix}vit_{size}{suffix}": heads
+    for size, heads in (("small_patch16", 6), ("base_patch16", 12), ("large_patch16", 16), ("huge_patch14", 16))
+    for prefix, suffix in (("", ""), ("mae_", ""), ("mae_", "_dec512d8b"))
+}
+"""Heads per block of the model names ``args.model`` takes in the official scripts (``models_vit.py``,
+``models_mae.py``): the training scripts save ``args`` beside the weights."""
+CONFIG_ENTRIES = ("cfg", "config", "model_config")
+"""File entries (torch pickle top level, or safetensors metadata) that may hold the constructor arguments."""
 
 
 @dataclass
@@ -72,18 +89,72 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def load_audiomae_checkpoint(path: Path, config: AudioMAEConfig, *, pool_norm: PoolNorm = "copy") -> AudioMAEEncoder:
-    """An :class:`AudioMAEEncoder` of ``config`` with ``path``'s weights; the report is ``encoder.load_report``."""
+def load_audiomae_checkpoint(
+    path: Path, config: AudioMAEConfig, *, num_heads: int | None, pool_norm: PoolNorm = "copy"
+) -> AudioMAEEncoder:
+    """An :class:`AudioMAEEncoder` of ``config`` with ``path``'s weights; the report is ``encoder.load_report``.
+
+    ``num_heads`` is the head count the user asked for (None: not given); see :func:`checkpoint_num_heads`.
+    """
     path = Path(path)
     checkpoint = read_checkpoint(path)
-    with torch.device("meta"):  # check the fit before paying for a full-size random init
+    with torch.device("meta"):  # check the fit (shapes only) before paying for a full-size random init
         plan_official_load(AudioMAEEncoder(config), checkpoint.tensors, source=str(path), pool_norm=pool_norm)
+    heads = checkpoint_num_heads(checkpoint.metadata, num_heads, source=str(path))
+    if config.embed_dim % heads:  # only a stored config can get here: options check the user's count
+        raise CheckpointError(f"{path}: its stored head count {heads} does not divide its width {config.embed_dim}, "
+                              "so its stored config does not describe these weights; re-save them with the right "
+                              "config, or without one and set plugin.options.num_heads")
+    config = config.replace(num_heads=heads)
     encoder = AudioMAEEncoder(config)
     report = load_official_weights(encoder, checkpoint.tensors, source=str(path), pool_norm=pool_norm)
     report.file_entries_skipped = list(checkpoint.skipped)
     encoder.load_report = report
     log.info(report.summary())
     return encoder
+
+
+def checkpoint_num_heads(metadata: Mapping[str, Any], requested: int | None, *, source: str) -> int:
+    """The head count of a checkpoint: its stored config's, else ``requested``; CheckpointError when neither
+    says or the two disagree (a wrong count would load without a word and give wrong outputs)."""
+    stored = stored_num_heads(metadata)
+    if stored is not None:
+        heads, where = stored
+        if requested is not None and requested != heads:
+            raise CheckpointError(
+                f"{source}: plugin.options.num_heads is {requested} but {where} says {heads}; remove num_heads "
+                f"or set it to {heads}")
+        return heads
+    if requested is None:
+        raise CheckpointError(
+            f"{source} does not record the attention head count (the weights do not determine it and the file "
+            "stores no config): set plugin.options.num_heads, 12 for the official AudioMAE ViT-B/16 checkpoints")
+    return requested
+
+
+def stored_num_heads(metadata: Mapping[str, Any]) -> tuple[int, str] | None:
+    """``(heads, where it was found)`` from a file's non-weight entries, or None when they do not say."""
+    for name in CONFIG_ENTRIES:
+        heads = _field(metadata.get(name), "num_heads")
+        if isinstance(heads, int) and not isinstance(heads, bool):
+            return heads, f"its stored {name}.num_heads"
+    args = metadata.get("args")
+    heads = _field(args, "num_heads")
+    if isinstance(heads, int) and not isinstance(heads, bool):
+        return heads, "its stored args.num_heads"
+    model = _field(args, "model")
+    if isinstance(model, str) and model in OFFICIAL_MODEL_HEADS:
+        return OFFICIAL_MODEL_HEADS[model], f"its stored args.model '{model}'"
+    return None
+
+
+def _field(entry: Any, name: str) -> Any:
+    """``entry[name]`` of a dict or ``entry.name`` of an ``argparse.Namespace``; None when absent."""
+    if isinstance(entry, Mapping):
+        return entry.get(name)
+    if isinstance(entry, argparse.Namespace):
+        return getattr(entry, name, None)
+    return None
 
 
 def load_official_weights(
