@@ -19,6 +19,9 @@ from modbind.cli.recipe import set_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Output folder (overrides output.dir).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar (logs still go to metrics.jsonl).")
+# The `deepspeed` launcher appends --local_rank=N to every rank's command line; the rank comes from the
+# LOCAL_RANK environment variable both launchers set, so the flag is accepted and ignored.
+@click.option("--local_rank", "--local-rank", "_local_rank", type=int, hidden=True, expose_value=False)
 def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool,
           out_dir: Path | None, no_progress: bool) -> None:
     """Align a modality encoder to the frozen text-image anchor with symmetric InfoNCE.
@@ -26,8 +29,9 @@ def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[st
     \b
     One process (CPU or one GPU):
       modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml --out runs/beats
-    Several GPUs / nodes (see docs/recipes.md):
+    Several GPUs / nodes (see docs/recipes.md; the rank comes from LOCAL_RANK):
       deepspeed --num_gpus 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
+      torchrun --nproc_per_node 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
     The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
     with modbind.load(path)); with eval.suite set, also eval/ (the report of the exported model).
     """
