@@ -88,6 +88,7 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --suite recipes/suites/paper.yaml --out reports/x
     """
     from modbind.errors import ConfigError
+    from modbind.eval.report import console_table
     from modbind.eval.suite import Suite, SuiteTask, check_suite_tasks, evaluate, load_suite
     from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides
@@ -111,5 +112,7 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     for result in results:
         click.echo(f"[{result.label}]")
         for line in result.messages:
+            click.echo(f"  {line}")
+        for line in console_table(result):
             click.echo(f"  {line}")
     click.echo(f"report: {written['markdown']} (numbers: {written['json']}, plots: {written['plots']})")

@@ -183,12 +183,13 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         labels = np.array([remap[int(t)] for t in truth[keep_rows]])
         folds = [kept[i].fold for i in keep_rows] if with_folds else None
         metrics = classification_metrics(logits, labels, folds, tie_policy=context.tie_policy)
-        result.rows.append(classification_row(language, f"{side}→class", metrics))
+        row = classification_row(language, f"{side}→class", metrics)
+        result.rows.append(row)
         result.ranks[f"{language} {side}→class"] = metrics.ranking.ranks0.tolist()
         used_templates[language] = templates
         used_names[language] = names
-        result.messages.append(f"{language}: {metrics.items} {noun}, {len(present)} classes "
-                               f"(chance top-1 {100.0 / len(present):.2f}%)")
+        result.messages.append(f"{language}: {metrics.items} {noun}, {metrics.classes} classes "
+                               f"(chance top-1 {row['chance top-1']:.2f}%)")
     result.protocol = {
         **context.protocol(),
         "evaluated_items": len(kept),
