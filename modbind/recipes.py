@@ -11,7 +11,14 @@ import yaml
 from pydantic import ValidationError
 
 from modbind.config import Recipe
-from modbind.contracts import AnchorProvider, Augmentation, EncoderOptions, EncoderPlugin, describe_validation_error
+from modbind.contracts import (
+    AnchorProvider,
+    Augmentation,
+    EncoderOptions,
+    EncoderPlugin,
+    describe_validation_error,
+    validated,
+)
 from modbind.errors import ConfigError, ModbindError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,8 +128,8 @@ def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Reci
 class ResolvedRecipe:
     """A recipe with its plugins looked up and validated: what a run needs, checked before heavy work.
 
-    ``recipe.plugin.options`` is filled with the plugin's defaults, so dumping it shows exactly what a run
-    will use.
+    ``recipe.plugin.options`` (and each augmentation's ``params``, where it declares a model) is filled with
+    the defaults, so dumping it shows exactly what a run will use.
     """
 
     recipe: Recipe
@@ -136,7 +143,9 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
     """Look up the recipe's encoder plugin, augmentations and anchor provider in ``registry``.
 
     Errors name the recipe field: an unknown plugin or augmentation (with the closest name), plugin
-    options its own model rejects, an augmentation made for another modality, an anchor nobody provides.
+    options its own model rejects, augmentation params its ``Params`` model rejects, an augmentation made
+    for another modality, an anchor nobody provides, an ``eval.suite`` naming unknown tasks or bad task
+    options. Everything here is checked before a model, an anchor or DeepSpeed is touched.
     """
     plugin = registry.encoder(recipe.plugin.name)
     options = plugin.options(recipe.plugin.options)
@@ -149,10 +158,20 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
         if augmentation.modality not in ("*", plugin.modality):
             raise ConfigError(f"train.augmentations.{index}: '{augmentation.name}' works on {augmentation.modality} "
                               f"features, but plugin '{plugin.name}' encodes {plugin.modality}")
-        augmentations.append((augmentation, dict(entry.params)))
+        params = dict(entry.params)
+        if augmentation.Params is not None:
+            params = validated(augmentation.Params, params, "recipe",
+                               prefix=f"train.augmentations.{index}.params.").model_dump()
+        augmentations.append((augmentation, params))
     provider = registry.anchor_provider(recipe.anchor.model)
+    if recipe.eval.suite is not None:
+        from modbind.eval.suite import check_suite_tasks, load_suite
+
+        check_suite_tasks(load_suite(recipe.eval.suite), registry.eval_tasks, f"eval.suite {recipe.eval.suite}")
     filled = recipe.model_copy(deep=True)
     filled.plugin.options = options.model_dump(mode="json")
+    for entry, (_, params) in zip(filled.train.augmentations, augmentations):
+        entry.params = params
     return ResolvedRecipe(filled, plugin, options, tuple(augmentations), provider)
 
 

@@ -118,3 +118,69 @@ def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):
     assert all(spec.task in tasks for spec in suite.tasks)
     assert [spec.name for spec in suite.tasks][:2] == ["AudioCaps test", "Clotho evaluation"]
     assert suite.tasks[0].data == REPO / "recipes" / "suites" / ".." / ".." / "data" / "audiocaps_test.jsonl"
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize("command", ["validate", "show"])
+@pytest.mark.parametrize(("params", "message"), [
+    ("{freq_msk: 10}", "unknown key 'train.augmentations.0.params.freq_msk' (did you mean 'freq_mask'?)"),
+    ("{time_mask: -3}", "'train.augmentations.0.params.time_mask': Input should be greater than or equal to 0"),
+    ("{n_time_masks: two}", "'train.augmentations.0.params.n_time_masks': Input should be a valid integer"),
+])
+def test_augmentation_params_are_checked_before_any_set_up(fresh_registry, tmp_path, command, params, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"train:\n  augmentations:\n    - {{name: spec_augment, params: {params}}}\n", encoding="utf-8")
+    result = _invoke("recipe", command, str(recipe))
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_show_fills_augmentation_params_with_their_defaults(fresh_registry, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  augmentations:\n    - {name: spec_augment, params: {freq_mask: '12'}}\n",
+                      encoding="utf-8")
+    result = _invoke("recipe", "show", str(recipe))
+    assert result.exit_code == 0, result.output
+    (entry,) = yaml.safe_load(result.output)["train"]["augmentations"]
+    assert entry == {"name": "spec_augment", "params": {"freq_mask": 12, "time_mask": 96, "n_freq_masks": 1,
+                                                       "n_time_masks": 1, "mask_value": 0.0}}
+
+
+@pytest.mark.parametrize("command", ["validate", "show"])
+@pytest.mark.parametrize(("task", "message"), [
+    ("{task: retreival, data: x.jsonl}", "tasks.0.task: unknown evaluation task 'retreival'"),
+    ("{task: retrieval, data: x.jsonl, options: {mach: labels}}", "tasks.0: options of task 'retrieval': unknown key 'mach'"),
+    ("{task: zeroshot, data: x.jsonl, options: {template: 'no slot'}}",
+     "tasks.0: options of task 'zeroshot': 'template': Value error, prompt template 'no slot' must contain exactly one"),
+    ("{task: multilingual, data: x.jsonl, options: {of: zeroshot, match: id}}",
+     "tasks.0: options of task 'multilingual': unknown key 'match'"),
+    ("{task: multilingual, data: x.jsonl, options: {of: sorting}}", "'of' must be 'retrieval' or 'zeroshot'"),
+    ("{task: anchor_baseline, data: x.jsonl, options: {tower: model}}", "'tower' is always 'image'"),
+    ("{task: emergent, data: x.jsonl, options: {match: captions}}", "'match': Input should be 'id' or 'labels'"),
+])
+def test_eval_suite_tasks_and_options_are_checked_without_a_model(fresh_registry, tmp_path, command, task, message):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  - {task}\n", encoding="utf-8")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"eval:\n  suite: {suite}\n", encoding="utf-8")
+    result = _invoke("recipe", command, str(recipe))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.startswith(f"Error: eval.suite {suite}: tasks.0")
+
+
+def test_align_fails_on_bad_augmentation_params_before_any_heavy_set_up(fresh_registry, tmp_path, monkeypatch):
+    """Nothing is built or loaded (no anchor, no encoder, no DeepSpeed) before the recipe is fully checked."""
+    import modbind.train.trainer as trainer
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("training set-up started before the recipe was validated")
+
+    monkeypatch.setattr(trainer, "run_alignment", must_not_run)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  augmentations:\n    - {name: spec_augment, params: {freq_msk: 10}}\n",
+                      encoding="utf-8")
+    result = _invoke("align", "--recipe", str(recipe), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "train.augmentations.0.params.freq_msk" in result.output
+    assert not (tmp_path / "run").exists()

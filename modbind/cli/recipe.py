@@ -35,14 +35,11 @@ def show(file: Path | None, overrides: tuple[str, ...]) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @set_option
 def validate(file: Path, overrides: tuple[str, ...]) -> None:
-    """Check FILE against the recipe schema and the plugin's options; exit 0 when valid."""
-    from modbind.eval.suite import check_suite_tasks, load_suite
+    """Check FILE without building anything: the schema, the plugin's options, augmentation names and
+    params, the anchor provider, and the eval suite's tasks and task options; exit 0 when valid."""
     from modbind.plugins import get_registry
     from modbind.recipes import load_recipe, resolve_recipe
 
-    registry = get_registry()
-    recipe = resolve_recipe(load_recipe(file, overrides), registry).recipe
-    if recipe.eval.suite is not None:
-        check_suite_tasks(load_suite(Path(recipe.eval.suite)), registry.eval_tasks, recipe.eval.suite)
+    recipe = resolve_recipe(load_recipe(file, overrides), get_registry()).recipe
     click.echo(f"{file}: valid (plugin {recipe.plugin.name}, batch {recipe.train.batch_size}, "
                f"{recipe.train.finetune} fine-tune)")

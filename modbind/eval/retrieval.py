@@ -39,6 +39,7 @@ class RetrievalTask(EvalTask):
     name: ClassVar[str] = "retrieval"
     description: ClassVar[str] = "item↔text retrieval: R@1/5/10/50, mAP@10, median/mean rank (default language: en)"
     default_languages: ClassVar[tuple[str, ...]] = ("en",)
+    Options: ClassVar[type[RetrievalOptions]] = RetrievalOptions
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         opts = RetrievalOptions.parse(options, self.name)

@@ -104,12 +104,16 @@ def run_suite(embedder: Embedder, suite: Suite, tasks: TaskLookup, *, tie_policy
 
 
 def check_suite_tasks(suite: Suite, tasks: TaskLookup, where: Path | str) -> None:
-    """Fail before any embedding when the suite names a task nobody provides."""
+    """Fail before any model loads when the suite names a task nobody provides or options it rejects."""
     for index, spec in enumerate(suite.tasks):
         try:
-            tasks.get(spec.task)
+            task = tasks.get(spec.task)
         except ModbindError as err:
             raise ConfigError(f"{where}: tasks.{index}.task: {err}") from None
+        try:
+            task.check_options(spec.options)
+        except ModbindError as err:
+            raise ConfigError("\n".join(f"{where}: tasks.{index}: {line}" for line in str(err).splitlines())) from None
 
 
 def evaluate(

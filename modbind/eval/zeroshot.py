@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator
 
 from modbind.contracts import EvalTask
 from modbind.data.manifest import ManifestEntry
@@ -39,11 +40,29 @@ class ZeroShotOptions(TaskOptions):
     label_language: str = "en"
     """Language of the labels that define each item's class."""
 
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for template in [value] if isinstance(value, str) else (value or []):
+            try:
+                check_template(template)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None  # pydantic then names the option
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _one_slot_each(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for templates in value.values():
+            cls._one_slot(templates)
+        return value
+
 
 class ZeroShotTask(EvalTask):
     name: ClassVar[str] = "zeroshot"
     description: ClassVar[str] = "zero-shot classification from class-name prompts: top-1/top-5, per fold and mean of folds"
     default_languages: ClassVar[tuple[str, ...]] = ("en",)
+    Options: ClassVar[type[ZeroShotOptions]] = ZeroShotOptions
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         opts = ZeroShotOptions.parse(options, self.name)
@@ -138,8 +157,6 @@ def class_embeddings(context: EvalContext, names: Sequence[str], templates: Sequ
 
 def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, languages: Sequence[str]) -> TaskResult:
     result = TaskResult(task=task, label=context.label or task, kind="classification")
-    for template in [opts.template] if isinstance(opts.template, str) else (opts.template or []):
-        check_template(template)
     class_file = read_class_file(opts.classes, context) if opts.classes is not None else None
     lang0 = opts.label_language
     classes, labelled = select_items(context, class_file, lang0, result)
