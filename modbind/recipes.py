@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from modbind.config import Recipe
+from modbind.config import PluginConfig, Recipe
 from modbind.contracts import (
     AnchorProvider,
     Augmentation,
@@ -19,10 +20,51 @@ from modbind.contracts import (
     describe_validation_error,
     validated,
 )
-from modbind.errors import ConfigError, ModbindError
+from modbind.errors import ConfigError, ModbindError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from modbind.plugins import Registry
+
+
+SHIPPED_PACKAGE = "modbind.shipped_recipes"
+"""The repository's ``recipes/`` folder as installed (``pyproject.toml`` maps it); suites in ``suites/``."""
+
+
+def shipped(what: str = "recipe") -> dict[str, Path]:
+    """Name → file of the recipes (``what="recipe"``) or evaluation suites (``"suite"``) installed with modbind."""
+    root = importlib.resources.files(SHIPPED_PACKAGE)
+    folder = root / "suites" if what == "suite" else root
+    files = [entry for entry in folder.iterdir() if entry.name.endswith(".yaml")]
+    return {entry.name[: -len(".yaml")]: Path(str(entry)) for entry in sorted(files, key=lambda e: e.name)}
+
+
+def find_shipped(value: str | Path, what: str = "recipe") -> Path:
+    """``value`` as a file: a path that exists wins; else the shipped recipe (or suite) of that name, with or
+    without ``.yaml``; else a ConfigError that lists the shipped names and the closest one."""
+    path = Path(value)
+    if path.exists():
+        return path
+    files = shipped(what)
+    name = path.name[: -len(".yaml")] if path.suffix == ".yaml" and len(path.parts) == 1 else str(value)
+    if name in files:
+        return files[name]
+    raise ConfigError(f"{what} file not found: {value}, and no shipped {what} is called that"
+                      f"{did_you_mean(name, files)}; shipped: {', '.join(files) or 'none'} (`modbind recipe list`)")
+
+
+def describe_shipped(path: Path) -> tuple[str | None, str]:
+    """(plugin name or None, first sentence of the file's leading comment) for ``modbind recipe list``."""
+    comment: list[str] = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        comment.append(line.lstrip("#").strip())
+    text = " ".join(comment)
+    end = text.find(". ")
+    sentence = text[: end + 1] if end >= 0 else text
+    data = read_yaml(path)
+    plugin = None if "tasks" in data else (data.get("plugin") or {}).get("name", PluginConfig().name)
+    return plugin, sentence
 
 
 def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
@@ -109,13 +151,14 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
-    """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied.
+def load_recipe(path: Path | str | None = None, overrides: Iterable[str] = ()) -> Recipe:
+    """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied; ``path`` may
+    name a shipped recipe (``beats_basic``) instead of a file.
 
     This checks the schema only; :func:`resolve_recipe` then checks everything that depends on the
     installed plugins, still without building a model.
     """
-    data = read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml(find_shipped(path, "recipe")) if path is not None else {}
     data = apply_overrides(data, overrides)
     where = str(path) if path is not None else "recipe"
     try:

@@ -184,3 +184,47 @@ def test_align_fails_on_bad_augmentation_params_before_any_heavy_set_up(fresh_re
     result = _invoke("align", "--recipe", str(recipe), "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and "train.augmentations.0.params.freq_msk" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_shipped_recipes_and_suites_resolve_by_name_everywhere_a_file_is_taken(fresh_registry, tmp_path, monkeypatch):
+    from modbind.eval.suite import load_suite
+    from modbind.recipes import find_shipped
+
+    monkeypatch.chdir(tmp_path)  # far from the repository's recipes/ folder
+    assert find_shipped("beats_basic") == find_shipped("beats_basic.yaml")
+    assert find_shipped("beats_basic").read_bytes() == (REPO / "recipes" / "beats_basic.yaml").read_bytes()
+    assert load_recipe("mae_lora").train.finetune == "lora"
+    assert load_suite("paper").name == "CACARA tables"
+    by_name = _invoke("recipe", "show", "htsat_basic")
+    by_path = _invoke("recipe", "show", str(REPO / "recipes" / "htsat_basic.yaml"))
+    assert by_name.exit_code == 0 and by_name.output == by_path.output
+    # A path that exists wins over a shipped name.
+    (tmp_path / "beats_basic").write_text("train:\n  batch_size: 8\n", encoding="utf-8")
+    assert load_recipe("beats_basic").train.batch_size == 8
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["recipe", "validate", "beats_basci"], "Error: recipe file not found: beats_basci, and no shipped recipe is "
+     "called that (did you mean 'beats_basic'?); shipped: beats_basic, beats_expanded, beats_lora, demo,"),
+    (["align", "--recipe", "htsat_lroa"], "(did you mean 'htsat_lora'?)"),
+    (["eval", "--suite", "papr", "--anchor", "x"], "Error: suite file not found: papr, and no shipped suite is called "
+     "that (did you mean 'paper'?); shipped: paper (`modbind recipe list`)"),
+])
+def test_an_unknown_recipe_name_lists_the_shipped_ones(fresh_registry, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(*args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_recipe_list_shows_name_plugin_and_description(fresh_registry):
+    from modbind.recipes import shipped
+
+    result = _invoke("recipe", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "recipes:" and "suites:" in lines
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines if line.startswith("  ")}
+    assert set(rows) == set(shipped("recipe")) | set(shipped("suite"))
+    assert rows["beats_basic"] == ["audio_beats", "BEATs, paper basic setting: batch 64, full fine-tune."]
+    assert rows["mae_lora"][0] == "audio_mae" and rows["paper"][0] == "-"
+    assert rows["demo"][1].startswith("The alignment settings `modbind demo` trains with")

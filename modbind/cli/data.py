@@ -24,7 +24,7 @@ def data() -> None:
       modbind data add-translations ac_test.jsonl pt ac_test_pt.csv
       modbind data overlap train.jsonl ac_test.jsonl --out train.clean.jsonl
       modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
-      modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml
+      modbind data pack train.jsonl --out shards/ --recipe beats_basic
     """
 
 
@@ -209,7 +209,8 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
 @click.argument("manifest", type=click.Path(path_type=Path), metavar="MANIFEST|TARS")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the shards.")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Recipe whose plugin and plugin.options (e.g. sample_rate) decode the items, as training will.")
+              help="Recipe (file or shipped name) whose plugin and plugin.options (e.g. sample_rate) decode the "
+                   "items, as training will.")
 @click.option("--plugin", "plugin_name", metavar="NAME", help="Encoder plugin (overrides the recipe's plugin.name).")
 @set_option
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -229,10 +230,10 @@ def pack_command(manifest: Path, out: Path, recipe_file: Path | None, plugin_nam
     """Decode MANIFEST's items once into tar shards the trainer streams (audio: int16 PCM at the recipe's rate).
 
     The plugin and its options come from the training recipe, so shards hold exactly what training
-    decodes; e.g. `modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml`, or
+    decodes; e.g. `modbind data pack train.jsonl --out shards/ --recipe beats_basic`, or
     `--plugin audio_htsat --set plugin.options.sample_rate=48000`. With --webdataset, LAION-CLAP-style
     tars become modbind shards: `modbind data pack 'clotho/train/{0..9}.tar' --webdataset --out shards/
-    --recipe recipes/htsat_basic.yaml` (captions from each sample's json 'text', labels from 'tag').
+    --recipe htsat_basic` (captions from each sample's json 'text', labels from 'tag').
     Interrupted? Run the same command again: it continues after the last complete shard.
     """
     from modbind.data.manifest import read_manifest

@@ -29,7 +29,7 @@ from modbind.eval.context import EvalContext
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY, check_tie_policy
 from modbind.eval.result import TaskResult
-from modbind.recipes import read_yaml
+from modbind.recipes import find_shipped, read_yaml
 
 
 class TaskLookup(Protocol):
@@ -60,9 +60,10 @@ class Suite(BaseModel):
     tasks: list[SuiteTask] = Field(min_length=1)
 
 
-def load_suite(path: Path) -> Suite:
-    """Parse and validate a suite file; relative data paths are made relative to the file's folder."""
-    path = Path(path)
+def load_suite(path: Path | str) -> Suite:
+    """Parse and validate a suite file (or a shipped suite by name, e.g. ``paper``); relative data paths are
+    made relative to the file's folder."""
+    path = find_shipped(path, "suite")
     raw = read_yaml(path, what="suite")
     try:
         suite = Suite.model_validate(raw)
