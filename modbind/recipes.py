@@ -210,7 +210,8 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
     if recipe.eval.suite is not None:
         from modbind.eval.suite import check_suite_tasks, load_suite
 
-        check_suite_tasks(load_suite(recipe.eval.suite), registry.eval_tasks, f"eval.suite {recipe.eval.suite}")
+        check_suite_tasks(load_suite(recipe.eval.suite, recipe.eval.data_root), registry.eval_tasks,
+                          f"eval.suite {recipe.eval.suite}")
     filled = recipe.model_copy(deep=True)
     filled.plugin.options = options.model_dump(mode="json")
     for entry, (_, params) in zip(filled.train.augmentations, augmentations):

@@ -43,7 +43,8 @@ def align_and_evaluate(
         return result
     languages = recipe.eval.languages if "languages" in recipe.eval.model_fields_set else None
     written = evaluate_model(result.model, Path(recipe.eval.suite), result.out_dir / EVAL_DIR, registry.eval_tasks,
-                             languages=languages, batch_size=recipe.eval.batch_size, progress=progress)
+                             languages=languages, batch_size=recipe.eval.batch_size, progress=progress,
+                             data_root=recipe.eval.data_root)
     tqdm.write(f"evaluation report: {written['json']}")
     MetricsLog(result.out_dir / METRICS_FILE, enabled=True).write(
         {"event": "eval", "step": result.steps, "report": str(written["json"])})

@@ -203,3 +203,12 @@ def test_console_and_report_show_zeroshot_per_fold(tiny, tmp_path):
                     str(row["fold sizes"][fold])]
         assert expected in [line.split() for line in output.splitlines()], output
         assert f"|  | fold {fold} | {accuracies['top-1']:.2f} | {accuracies['top-5']:.2f} |" in md
+
+
+def test_a_suite_finds_its_manifests_under_the_data_root(tiny, tmp_path):
+    suite = tmp_path / "elsewhere" / "suite.yaml"
+    suite.parent.mkdir()
+    suite.write_text("tasks:\n  - {task: retrieval, data: '${DATA_ROOT}/test.jsonl', name: by root}\n", encoding="utf-8")
+    report, _, output = run_eval(tiny, tmp_path / "r", str(tiny["model"]), "--suite", str(suite),
+                                 "--data-root", str(tiny["root"]))
+    assert report["tasks"][0]["protocol"]["manifest"] == str(tiny["manifest"]) and "[by root]" in output

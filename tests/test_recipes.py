@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,45 @@ def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):
     tasks = get_registry().eval_tasks
     assert all(spec.task in tasks for spec in suite.tasks)
     assert [spec.name for spec in suite.tasks][:2] == ["AudioCaps test", "Clotho evaluation"]
-    assert suite.tasks[0].data == REPO / "recipes" / "suites" / ".." / ".." / "data" / "audiocaps_test.jsonl"
+    assert suite.tasks[0].data == Path("data") / "audiocaps" / "test.jsonl"  # ${DATA_ROOT} defaults to ./data
+
+
+def test_the_shipped_suite_reads_its_data_under_the_data_root_from_any_folder(fresh_registry, tmp_path, monkeypatch):
+    from modbind.eval.suite import load_suite
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODBIND_DATA_ROOT", raising=False)
+    paper = load_suite("paper")
+    assert all(not str(spec.data).startswith("..") for spec in paper.tasks)
+    assert [spec.data for spec in paper.tasks][:3] == [Path("data/audiocaps/test.jsonl"),
+                                                      Path("data/clotho/evaluation.jsonl"), Path("data/esc50/all.jsonl")]
+    monkeypatch.setenv("MODBIND_DATA_ROOT", str(tmp_path / "env"))
+    assert load_suite("paper").tasks[0].data == tmp_path / "env" / "audiocaps" / "test.jsonl"
+    assert load_suite("paper", tmp_path / "flag").tasks[0].data == tmp_path / "flag" / "audiocaps" / "test.jsonl"
+    # A suite of one's own: ${DATA_ROOT} paths under the root, other relative paths beside the file.
+    own = tmp_path / "suites" / "mine.yaml"
+    own.parent.mkdir()
+    own.write_text("tasks:\n  - {task: zeroshot, data: '${DATA_ROOT}/esc50/all.jsonl', options: {classes: c.json}}\n"
+                   "  - {task: retrieval, data: local.jsonl, root: '${DATA_ROOT}/audio'}\n", encoding="utf-8")
+    first, second = load_suite(own, "/data").tasks
+    assert first.data == Path("/data/esc50/all.jsonl") and first.options["classes"] == str(own.parent / "c.json")
+    assert second.data == own.parent / "local.jsonl" and second.root == Path("/data/audio")
+    result = _invoke("eval", "--task", "retrieval", "--data", "x.jsonl", "--data-root", "d", "--anchor", "x")
+    assert result.exit_code == 2 and "--data-root is what ${DATA_ROOT} means in a --suite" in result.output
+
+
+def test_readme_everyday_commands_evaluate_the_folder_the_recipe_writes(fresh_registry):
+    """The README's align line names a shipped recipe; eval and embed read that recipe's output folder."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Everyday commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    align = next(line for line in block.splitlines() if line.startswith("modbind align"))
+    recipe = load_recipe(re.search(r"--recipe (\S+)", align).group(1))
+    export = f"{recipe.output.dir.as_posix()}/export"
+    users = [line for line in block.splitlines() if line.startswith(("modbind eval", "modbind embed"))]
+    assert users and all(line.split()[2] == export for line in users), (export, users)
+    prepared = {m.group(1) for m in re.finditer(r"data prepare .* --out (\S+)", block)}
+    assert re.search(r"manifest: (\S+?)\}", align).group(1) in prepared
+    assert all(m.group(1) in prepared for m in re.finditer(r"--data (\S+)", block))
 
 
 def _invoke(*args: str):

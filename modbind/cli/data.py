@@ -23,7 +23,7 @@ def data() -> None:
       modbind data prepare audiocaps --root AudioCaps --split test --out ac_test.jsonl
       modbind data add-translations ac_test.jsonl pt ac_test_pt.csv
       modbind data overlap train.jsonl ac_test.jsonl --out train.clean.jsonl
-      modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
+      modbind data filter train.jsonl --drop 0.2 --scorer runs/beats_basic/export --out train.f02.jsonl
       modbind data pack train.jsonl --out shards/ --recipe beats_basic
     """
 
@@ -63,7 +63,8 @@ def prepare_command(dataset: str, root: Path, out: Path, split: str | None, medi
                     decode: bool, blacklists: tuple[Path, ...], workers: int, progress: bool) -> None:
     """Read DATASET's original metadata under --root and write a checked manifest to --out.
 
-    Missing or undecodable files are left out and listed with counts in <out>.report.json.
+    Missing or undecodable files are left out and listed with counts in a report beside the manifest:
+    --out train.jsonl writes train.report.json.
     """
     from modbind.data.overlap import load_blacklists
     from modbind.data.prepare import prepare, report_path

@@ -65,14 +65,17 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
 @click.option("--languages", help="Comma-separated language codes, e.g. en,pt,de (default: the task's).")
 @click.option("--option", "-o", "task_options", multiple=True, metavar="KEY=VALUE",
               help="Task option (repeatable), e.g. -o match=labels -o template='This is a sound of {}.'")
-@click.option("--suite", type=click.Path(path_type=Path), help="Suite YAML running several tasks into one report.")
+@click.option("--suite", type=click.Path(path_type=Path), help="Suite YAML (or a shipped suite's name, e.g. paper) "
+              "running several tasks into one report.")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="What ${DATA_ROOT} stands for in the suite's paths (default: $MODBIND_DATA_ROOT, else ./data).")
 @click.option("--label", help="Name of the evaluation in the report.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
 @click.option("--tie-policy", type=click.Choice(TIE_POLICIES), default=None,
               help=f"How equal scores are ordered (default: {DEFAULT_TIE_POLICY}).")
 @model_options
 def eval_command(model: Path | None, task_name: str | None, data: Path | None, root: Path | None, languages: str | None,
-                 task_options: tuple[str, ...], suite: Path | None, label: str | None, out: Path,
+                 task_options: tuple[str, ...], suite: Path | None, data_root: Path | None, label: str | None, out: Path,
                  tie_policy: str | None, untrained: bool, plugin_name: str | None, plugin_options: tuple[str, ...],
                  anchor: str | None, anchor_pretrained: str | None, seed: int, batch_size: int, device: str,
                  cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
@@ -85,7 +88,7 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --task zeroshot --data esc50.jsonl -o template='This is a sound of {}.'
       modbind eval runs/x/export --task emergent --data vggsound_test.jsonl -o match=labels
       modbind eval --untrained --plugin audio_beats --plugin-option size=tiny --task retrieval --data test.jsonl
-      modbind eval runs/x/export --suite recipes/suites/paper.yaml --out reports/x
+      modbind eval runs/x/export --suite paper --data-root /data/manifests --out reports/x
     """
     from modbind.errors import ConfigError
     from modbind.eval.report import console_table
@@ -96,10 +99,12 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     if suite is not None:
         if task_name or data or task_options:
             raise ConfigError("--suite lists its own tasks and data; drop --task/--data/--option")
-        plan = load_suite(suite)
+        plan = load_suite(suite, data_root)
     else:
         if not task_name or data is None:
             raise ConfigError("give --task NAME and --data MANIFEST, or --suite FILE")
+        if data_root is not None:
+            raise ConfigError("--data-root is what ${DATA_ROOT} means in a --suite; with --task, --data names the file")
         plan = Suite(tasks=[SuiteTask(task=task_name, data=data, root=root, name=label,
                                       options=apply_overrides({}, task_options))])
     tasks = get_registry().eval_tasks
