@@ -88,16 +88,19 @@ class Evaluation:
 
 def evaluate(model: AlignedModel, suite: Suite | str | Path, out_dir: str | Path, *,
              languages: Sequence[str] | None = None, batch_size: int = 64, cache_dir: str | Path | None = None,
-             progress: bool = True, model_path: str | Path | None = None) -> Evaluation:
-    """Run an evaluation suite (a :class:`modbind.Suite` or its YAML file) on a model; writes the report.
+             progress: bool = True, model_path: str | Path | None = None,
+             data_root: str | Path | None = None) -> Evaluation:
+    """Run an evaluation suite (a :class:`modbind.Suite`, its YAML file or a shipped suite's name) on a model;
+    writes the report.
 
-    ``cache_dir`` keeps the frozen towers' embeddings between runs; ``model_path`` is recorded in the report.
+    ``cache_dir`` keeps the frozen towers' embeddings between runs; ``model_path`` is recorded in the report;
+    ``data_root`` is what ``${DATA_ROOT}`` in the suite's paths stands for.
     """
     from modbind.eval.embedder import Embedder
     from modbind.eval.suite import Suite, evaluate as run, load_suite
     from modbind.plugins import get_registry
 
-    plan = suite if isinstance(suite, Suite) else load_suite(Path(suite))
+    plan = suite if isinstance(suite, Suite) else load_suite(suite, data_root)
     embedder = Embedder(model, batch_size=batch_size, progress=progress,
                         cache_dir=Path(cache_dir) if cache_dir is not None else None)
     trained = model.card.get("metrics", {}).get("trained", True)

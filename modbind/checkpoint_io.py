@@ -96,7 +96,8 @@ def read_checkpoint(path: Path) -> CheckpointFile:
     """Load ``path`` (.safetensors or a torch pickle) onto the CPU, never executing pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}; check the path in your recipe or --checkpoint")
+        raise CheckpointError(f"checkpoint not found: {path}; set plugin.options.checkpoint to an existing file "
+                              "or to a name that `modbind checkpoints` lists")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the download or save did not finish; fetch or save it again")
     if path.suffix == ".safetensors":

@@ -157,6 +157,9 @@ class EvalConfig(Section):
         default_factory=lambda: ["en", "pt", "es", "fr", "de", "zh", "ja", "ru", "tr", "hi", "ar", "sw"]
     )
     batch_size: int = Field(64, ge=1)
+    data_root: Path | None = None
+    """What ``${DATA_ROOT}`` in the suite's paths stands for (default: ``$MODBIND_DATA_ROOT``, else ``data``
+    in the current folder)."""
 
 
 class OutputConfig(Section):

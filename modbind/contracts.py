@@ -119,10 +119,7 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
             return raw  # type: ignore[return-value]
         where = f"plugin.options ({self.name})"
         values = with_implied_options(dict(raw or {}), self.pretrained, self.Options, where)
-        try:
-            return self.Options.model_validate(values)  # type: ignore[return-value]
-        except ValidationError as err:
-            raise ConfigError(describe_validation_error(err, where, self.Options)) from None
+        return validated(self.Options, values, where)  # type: ignore[return-value]
 
     def checkpoint_file(self, options: OptionsT) -> Path | None:
         """``options.checkpoint`` as a local file: a known name comes from the cache (downloaded if needed)."""
@@ -212,6 +209,9 @@ class Augmentation(abc.ABC):
     name: ClassVar[str]
     modality: ClassVar[str]
     """Modality whose features it understands; ``"*"`` for any."""
+    Params: ClassVar[type[BaseModel] | None] = None
+    """The pydantic model of the recipe entry's ``params`` (forbid extra keys): ``recipe validate`` then
+    rejects a misspelt or out-of-range parameter before any set-up. None leaves the params unchecked."""
 
     @abc.abstractmethod
     def __call__(self, features: Batch, generator: torch.Generator | None = None, **params: Any) -> Batch:
@@ -254,17 +254,41 @@ class EvalTask(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel] | None] = None
+    """The pydantic model of the task's options; None: the task checks them itself (or takes none)."""
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Validate ``options`` without running anything, so a suite fails before a model loads.
+
+        The default validates against :attr:`Options` when the task declares it.
+        """
+        if self.Options is not None:
+            validated(self.Options, options, f"options of task '{self.name}'")
 
     @abc.abstractmethod
     def run(self, context: Any, **options: Any) -> Any:
         """Evaluate and return a result record (see :mod:`modbind.eval`)."""
 
 
-def describe_validation_error(err: ValidationError, where: str, model: type[BaseModel]) -> str:
-    """One line per problem: the dotted field, what is wrong, and the nearest valid key if it is unknown."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validated(model: type[ModelT], raw: Mapping[str, Any], where: str, *, prefix: str = "") -> ModelT:
+    """``raw`` validated into ``model``, or a ConfigError with one line per problem (see below)."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, where, model, prefix=prefix)) from None
+
+
+def describe_validation_error(err: ValidationError, where: str, model: type[BaseModel], *, prefix: str = "") -> str:
+    """One line per problem: the dotted field, what is wrong, and the nearest valid key if it is unknown.
+
+    ``prefix`` is put before each field path, e.g. ``train.augmentations.0.params.`` for a nested model.
+    """
     lines = []
     for problem in err.errors():
-        path = ".".join(str(p) for p in problem["loc"])
+        path = prefix + ".".join(str(p) for p in problem["loc"])
         if problem["type"] == "extra_forbidden":
             hint = did_you_mean(str(problem["loc"][-1]), _field_names(model, problem["loc"][:-1]))
             lines.append(f"{where}: unknown key '{path}'{hint}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from modbind.config import Recipe
-from modbind.contracts import AnchorProvider, Augmentation, EncoderOptions, EncoderPlugin, describe_validation_error
-from modbind.errors import ConfigError, ModbindError
+from modbind.config import PluginConfig, Recipe
+from modbind.contracts import (
+    AnchorProvider,
+    Augmentation,
+    EncoderOptions,
+    EncoderPlugin,
+    describe_validation_error,
+    validated,
+)
+from modbind.errors import ConfigError, ModbindError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from modbind.plugins import Registry
@@ -41,6 +49,45 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     key_node.start_mark)
             first_line[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+SHIPPED_PACKAGE = "modbind.shipped_recipes"
+"""The repository's ``recipes/`` folder as installed (``pyproject.toml`` maps it); suites in ``suites/``."""
+
+
+def shipped(what: str = "recipe") -> dict[str, Path]:
+    """Name → file of the recipes (``what="recipe"``) or evaluation suites (``"suite"``) installed with modbind."""
+    root = importlib.resources.files(SHIPPED_PACKAGE)
+    folder = root / "suites" if what == "suite" else root
+    files = [entry for entry in folder.iterdir() if entry.name.endswith(".yaml")]
+    return {entry.name[: -len(".yaml")]: Path(str(entry)) for entry in sorted(files, key=lambda e: e.name)}
+
+
+def find_shipped(value: str | Path, what: str = "recipe") -> Path:
+    """``value`` as a file: a path that exists wins; else the shipped recipe (or suite) of that name, with or
+    without ``.yaml``; else a ConfigError that lists the shipped names and the closest one."""
+    path = Path(value)
+    if path.exists():
+        return path
+    files = shipped(what)
+    name = path.name[: -len(".yaml")] if path.suffix == ".yaml" and len(path.parts) == 1 else str(value)
+    if name in files:
+        return files[name]
+    raise ConfigError(f"{what} file not found: {value}, and no shipped {what} is called that"
+                      f"{did_you_mean(name, files)}; shipped: {', '.join(files) or 'none'} (`modbind recipe list`)")
+
+
+def describe_shipped(path: Path) -> tuple[str | None, str]:
+    """(plugin name or None, first sentence of the file's leading comment) for ``modbind recipe list``."""
+    comment: list[str] = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        comment.append(line.lstrip("#").strip())
+    text = " ".join(comment)
+    end = text.find(". ")
+    sentence = text[: end + 1] if end >= 0 else text
+    data = read_yaml(path)
+    plugin = None if "tasks" in data else (data.get("plugin") or {}).get("name", PluginConfig().name)
+    return plugin, sentence
 
 
 def read_yaml(path: Path, what: str = "recipe") -> dict[str, Any]:
@@ -130,13 +177,14 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
-    """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied.
+def load_recipe(path: Path | str | None = None, overrides: Iterable[str] = ()) -> Recipe:
+    """Validate a recipe (the paper's defaults when ``path`` is None) with overrides applied; ``path`` may
+    name a shipped recipe (``beats_basic``) instead of a file.
 
     This checks the schema only; :func:`resolve_recipe` then checks everything that depends on the
     installed plugins, still without building a model.
     """
-    data = read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml(find_shipped(path, "recipe")) if path is not None else {}
     data = apply_overrides(data, overrides)
     where = str(path) if path is not None else "recipe"
     try:
@@ -149,8 +197,8 @@ def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Reci
 class ResolvedRecipe:
     """A recipe with its plugins looked up and validated: what a run needs, checked before heavy work.
 
-    ``recipe.plugin.options`` is filled with the plugin's defaults, so dumping it shows exactly what a run
-    will use.
+    ``recipe.plugin.options`` (and each augmentation's ``params``, where it declares a model) is filled with
+    the defaults, so dumping it shows exactly what a run will use.
     """
 
     recipe: Recipe
@@ -164,7 +212,9 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
     """Look up the recipe's encoder plugin, augmentations and anchor provider in ``registry``.
 
     Errors name the recipe field: an unknown plugin or augmentation (with the closest name), plugin
-    options its own model rejects, an augmentation made for another modality, an anchor nobody provides.
+    options its own model rejects, augmentation params its ``Params`` model rejects, an augmentation made
+    for another modality, an anchor nobody provides, an ``eval.suite`` naming unknown tasks or bad task
+    options. Everything here is checked before a model, an anchor or DeepSpeed is touched.
     """
     plugin = registry.encoder(recipe.plugin.name)
     options = plugin.options(recipe.plugin.options)
@@ -177,10 +227,21 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
         if augmentation.modality not in ("*", plugin.modality):
             raise ConfigError(f"train.augmentations.{index}: '{augmentation.name}' works on {augmentation.modality} "
                               f"features, but plugin '{plugin.name}' encodes {plugin.modality}")
-        augmentations.append((augmentation, dict(entry.params)))
+        params = dict(entry.params)
+        if augmentation.Params is not None:
+            params = validated(augmentation.Params, params, "recipe",
+                               prefix=f"train.augmentations.{index}.params.").model_dump()
+        augmentations.append((augmentation, params))
     provider = registry.anchor_provider(recipe.anchor.model)
+    if recipe.eval.suite is not None:
+        from modbind.eval.suite import check_suite_tasks, load_suite
+
+        check_suite_tasks(load_suite(recipe.eval.suite, recipe.eval.data_root), registry.eval_tasks,
+                          f"eval.suite {recipe.eval.suite}")
     filled = recipe.model_copy(deep=True)
     filled.plugin.options = options.model_dump(mode="json")
+    for entry, (_, params) in zip(filled.train.augmentations, augmentations):
+        entry.params = params
     return ResolvedRecipe(filled, plugin, options, tuple(augmentations), provider)
 
 

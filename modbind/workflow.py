@@ -31,20 +31,20 @@ def align_and_evaluate(
 ) -> RunResult:
     """Train the resolved recipe, then (rank 0) run its ``eval.suite`` on the export into ``<out>/eval``.
 
-    The suite's tasks are checked before training starts, so a misspelt task fails in seconds.
+    The suite's tasks and their options were checked by :func:`~modbind.recipes.resolve_recipe`, so a
+    misspelt task fails in seconds, before training.
     """
-    from modbind.eval.suite import check_suite_tasks, evaluate_model, load_suite
+    from modbind.eval.suite import evaluate_model
     from modbind.train.trainer import METRICS_FILE, MetricsLog, run_alignment
 
     recipe = resolved.recipe
-    if recipe.eval.suite is not None:
-        check_suite_tasks(load_suite(Path(recipe.eval.suite)), registry.eval_tasks, recipe.eval.suite)
     result = run_alignment(resolved, resume=resume, progress=progress, on_step=on_step)
     if result.model is None or recipe.eval.suite is None:
         return result
     languages = recipe.eval.languages if "languages" in recipe.eval.model_fields_set else None
     written = evaluate_model(result.model, Path(recipe.eval.suite), result.out_dir / EVAL_DIR, registry.eval_tasks,
-                             languages=languages, batch_size=recipe.eval.batch_size, progress=progress)
+                             languages=languages, batch_size=recipe.eval.batch_size, progress=progress,
+                             data_root=recipe.eval.data_root)
     tqdm.write(f"evaluation report: {written['json']}")
     MetricsLog(result.out_dir / METRICS_FILE, enabled=True).write(
         {"event": "eval", "step": result.steps, "report": str(written["json"])})

@@ -47,6 +47,9 @@ def test_prepare_cli_writes_manifest_and_report(audiocaps_test):
     assert all(len(e.captions["en"]) == 5 for e in entries)
     assert entries[0].path == "AudioCaps/waveforms/test/Y7fmOlUlwoNg.wav"
     report = json.loads((audiocaps_test.parent / "ac_test.report.json").read_text())
+    # The help names the file that is written: --out train.jsonl -> train.report.json.
+    help_text = " ".join(invoke("data", "prepare", "--help").output.split())
+    assert "--out train.jsonl writes train.report.json" in help_text
     assert report["counts"] == {"missing_audio": 1}
     assert report["problems"]["missing_audio"][0]["id"] == "YGOD8Bt5LfDE_100"
 

@@ -116,3 +116,22 @@ def test_manifest_paths_may_not_leave_the_manifest_folder(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     with safe_open(str(out), framework="pt") as handle:
         assert json.loads(handle.metadata()["ids"]) == ["secret"]
+
+
+def test_with_untrained_or_anchor_every_argument_is_an_input(tiny, tmp_path):
+    """`embed --untrained --plugin P FILE` used to take FILE for the MODEL folder and fail."""
+    clip = tiny["root"] / "audio" / "0.wav"
+    out = tmp_path / "control.safetensors"
+    result = invoke("--untrained", "--plugin", "audio_beats", "--plugin-option", "size=tiny", "--plugin-option",
+                    "clip_seconds=1.0", "--anchor", f"local-dir:{tiny['anchor']}", str(clip), "--out", str(out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    with safe_open(str(out), framework="pt") as handle:
+        meta = {k: json.loads(v) for k, v in handle.metadata().items()}
+    assert meta["ids"] == [str(clip)] and meta["kinds"] == ["item"]
+    picture = tiny["root"] / "images" / "0.png"
+    result = invoke("--anchor", f"local-dir:{tiny['anchor']}", str(picture), "--out", str(tmp_path / "p.npy"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads((tmp_path / "p.ids.json").read_text(encoding="utf-8"))["ids"] == [str(picture)]
+    result = invoke(str(clip), "--out", str(tmp_path / "x.npy"))
+    assert result.exit_code == 2
+    assert f"Error: MODEL '{clip}' is not an exported model folder; give one first, or pass --untrained" in result.output

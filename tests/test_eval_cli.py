@@ -196,3 +196,42 @@ def test_manifest_paths_outside_the_root_are_refused_unless_allowed(tiny, tmp_pa
                      "    allow_absolute_paths: true\n", encoding="utf-8")
     report, _, _ = run_eval(tiny, tmp_path / "suite", str(tiny["model"]), "--suite", str(suite))
     assert report["tasks"][0]["rows"][0]["queries"] > 0
+
+
+def test_console_prints_the_report_table_and_the_same_chance_levels(tiny, tmp_path):
+    """With match=labels several clips are relevant to each caption: the console's chance is the report's."""
+    out = tmp_path / "labels"
+    report, md, output = run_eval(tiny, out, str(tiny["model"]), "--task", "retrieval", "--data",
+                                  str(tiny["manifest"]), "-o", "match=labels")
+    (task,) = report["tasks"]
+    a2t, t2a = task["rows"]
+    assert t2a["chance R@1"] > 100.0 / t2a["gallery"] + 1  # 1 / gallery is what the console used to print
+    assert f"chance R@1 {a2t['chance R@1']:.2f}% audio→text, {t2a['chance R@1']:.2f}% text→audio" in output
+    lines = output.splitlines()
+    header = next(line for line in lines if line.split()[:3] == ["language", "direction", "R@1"])
+    text_row = next(line for line in lines if line.split()[:2] == ["en", "text→audio"])
+    assert f"{t2a['R@1']:.2f}" in text_row and text_row.split()[-1] == f"{t2a['chance R@1']:.2f}"
+    assert header.split()[-2:] == ["chance", "R@1"]
+    assert f"| en | text→audio | {t2a['R@1']:.2f} |" in md and f"{t2a['chance R@1']:.2f} |" in md
+
+
+def test_console_and_report_show_zeroshot_per_fold(tiny, tmp_path):
+    out = tmp_path / "folds"
+    report, md, output = run_eval(tiny, out, str(tiny["model"]), "--task", "zeroshot", "--data",
+                                  str(tiny["manifest"]))
+    (row,) = report["tasks"][0]["rows"]
+    assert f"chance top-1 {row['chance top-1']:.2f}%" in output
+    for fold, accuracies in row["per fold"].items():
+        expected = ["fold", fold, f"{accuracies['top-1']:.2f}", f"{accuracies['top-5']:.2f}",
+                    str(row["fold sizes"][fold])]
+        assert expected in [line.split() for line in output.splitlines()], output
+        assert f"|  | fold {fold} | {accuracies['top-1']:.2f} | {accuracies['top-5']:.2f} |" in md
+
+
+def test_a_suite_finds_its_manifests_under_the_data_root(tiny, tmp_path):
+    suite = tmp_path / "elsewhere" / "suite.yaml"
+    suite.parent.mkdir()
+    suite.write_text("tasks:\n  - {task: retrieval, data: '${DATA_ROOT}/test.jsonl', name: by root}\n", encoding="utf-8")
+    report, _, output = run_eval(tiny, tmp_path / "r", str(tiny["model"]), "--suite", str(suite),
+                                 "--data-root", str(tiny["root"]))
+    assert report["tasks"][0]["protocol"]["manifest"] == str(tiny["manifest"]) and "[by root]" in output

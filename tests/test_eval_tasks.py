@@ -216,6 +216,39 @@ def test_zero_shot_template_option_and_class_file(tmp_path, labelled):
         ZeroShotTask().run(context, classes="missing.json")
 
 
+def test_zero_shot_reads_clap_style_class_files(tmp_path, labelled):
+    """LAION-CLAP ships ESC-50's classes as {"name": index}: the indices give the class order."""
+    classes = tmp_path / "ESC50_class_labels_indices_space.json"
+    classes.write_text(json.dumps({"cat": 1, "bird": 2, "dog": 0}), encoding="utf-8")
+    context, _, _ = context_for(tmp_path, labelled, languages=["en"])
+    result = ZeroShotTask().run(context, classes=str(classes))
+    assert result.protocol["classes"] == ["dog", "cat", "bird"]
+    assert result.protocol["class_order"] == "class file order"
+    (row,) = result.rows
+    assert row["classes"] == 3 and row["top-1"] == pytest.approx(80.0)
+    # The names are in the items' label language.
+    labelled_pt = [e.model_copy(update={"labels": {"pt": e.labels["pt"]}}) for e in labelled if "pt" in e.labels]
+    classes.write_text(json.dumps({"gato": 1, "cão": 0}), encoding="utf-8")
+    context, _, _ = context_for(tmp_path, labelled_pt, languages=["pt"])
+    result = ZeroShotTask().run(context, classes=str(classes), label_language="pt")
+    assert result.protocol["classes"] == ["cão", "gato"] and result.rows[0]["items"] == 4
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"dog": 0, "cat": 0, "bird": 1}, "class index 0 is given to several classes (dog, cat)"),
+    ({"dog": 1, "cat": 2, "bird": 3}, "must be 0..2; out of range: [3], missing: [0]"),
+    ({"dog": -1, "cat": 1}, "must be 0..1; out of range: [-1], missing: [0]"),
+    (["dog", "cat"], "a class file is a JSON object, got list"),
+])
+def test_clap_style_class_files_with_bad_indices_are_refused(tmp_path, labelled, content, message):
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps(content), encoding="utf-8")
+    context, _, _ = context_for(tmp_path, labelled, languages=["en"])
+    with pytest.raises(DataError) as err:
+        ZeroShotTask().run(context, classes=str(classes))
+    assert message in str(err.value) and str(classes) in str(err.value)
+
+
 def test_multilingual_defaults_to_the_paper_languages(tmp_path, captioned):
     context, _, _ = context_for(tmp_path, captioned)
     result = MultilingualTask().run(context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import tomllib
 from pathlib import Path
 
@@ -62,3 +63,32 @@ def test_plugins_use_only_their_own_package_and_modbind_public_modules():
 def test_deepspeed_is_wrapped_in_one_place():
     users = [p for p in (REPO / "modbind").rglob("*.py") if any(n.startswith("deepspeed") for n in _imports(p))]
     assert [p.relative_to(REPO).as_posix() for p in users] in ([], ["modbind/train/engine.py"]), users
+
+
+def test_the_wheel_ships_every_recipe_and_suite_and_finds_them_by_name(tmp_path):
+    """Built and installed like a user's `pip install .`: the recipes come along and resolve by name."""
+    import subprocess
+    import sys
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                            "--no-index", "-q", "-w", str(tmp_path / "wheel")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "wheel").glob("modbind-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"modbind/shipped_recipes/{p.name}" for p in (REPO / "recipes").glob("*.yaml")}
+    expected |= {f"modbind/shipped_recipes/suites/{p.name}" for p in (REPO / "recipes" / "suites").glob("*.yaml")}
+    assert len(expected) >= 11 and expected <= names
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
+                              str(site), str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    probe = ("import modbind, modbind.recipes as r, modbind.eval.suite as s; "
+             "print(modbind.__file__); print(r.find_shipped('beats_basic')); "
+             "print(r.load_recipe('htsat_lora').plugin.name); print(s.load_suite('paper').name)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(site)})
+    assert run.returncode == 0, run.stderr
+    module, recipe, plugin, suite = run.stdout.splitlines()
+    assert module.startswith(str(site)) and recipe == str(site / "modbind" / "shipped_recipes" / "beats_basic.yaml")
+    assert plugin == "audio_htsat" and suite == "CACARA tables"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from modbind.contracts import Augmentation, Batch
@@ -62,11 +63,26 @@ def _band_mask(
     return mask
 
 
+class SpecAugmentParams(BaseModel):
+    """The recipe entry's ``params``: :func:`spec_augment`'s keyword arguments (defaults: the paper's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    freq_mask: int = Field(48, ge=0)
+    """Widest frequency mask, in bins (F)."""
+    time_mask: int = Field(96, ge=0)
+    """Widest time mask, in frames (T)."""
+    n_freq_masks: int = Field(1, ge=0)
+    n_time_masks: int = Field(1, ge=0)
+    mask_value: float = 0.0
+
+
 class SpecAugment(Augmentation):
     """The recipe-selectable form: ``train.augmentations: [{name: spec_augment, params: {freq_mask: 48}}]``."""
 
     name: ClassVar[str] = "spec_augment"
     modality: ClassVar[str] = "audio"
+    Params: ClassVar[type[SpecAugmentParams]] = SpecAugmentParams
 
     def __call__(self, features: Batch, generator: torch.Generator | None = None, **params: Any) -> Batch:
         if "features" not in features:

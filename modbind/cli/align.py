@@ -13,21 +13,26 @@ from modbind.cli.recipe import set_option
 @click.option("--plugin", "plugin_name", metavar="NAME",
               help="Encoder plugin to align (see `modbind plugins`); overrides the recipe's plugin.name.")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Recipe YAML (default: the paper's basic recipe).")
+              help="Recipe YAML or a shipped recipe's name, e.g. beats_basic (`modbind recipe list`); "
+                   "default: the paper's basic recipe.")
 @set_option
 @click.option("--resume", is_flag=True, help="Continue the run in the output folder from its last checkpoint.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Output folder (overrides output.dir).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar (logs still go to metrics.jsonl).")
+# The `deepspeed` launcher appends --local_rank=N to every rank's command line; the rank comes from the
+# LOCAL_RANK environment variable both launchers set, so the flag is accepted and ignored.
+@click.option("--local_rank", "--local-rank", "_local_rank", type=int, hidden=True, expose_value=False)
 def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool,
           out_dir: Path | None, no_progress: bool) -> None:
     """Align a modality encoder to the frozen text-image anchor with symmetric InfoNCE.
 
     \b
     One process (CPU or one GPU):
-      modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml --out runs/beats
-    Several GPUs / nodes (see docs/recipes.md):
-      deepspeed --num_gpus 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
+      modbind align --plugin audio_beats --recipe beats_basic --out runs/beats
+    Several GPUs / nodes (see docs/recipes.md; the rank comes from LOCAL_RANK):
+      deepspeed --num_gpus 8 $(which modbind) align --recipe beats_expanded
+      torchrun --nproc_per_node 8 $(which modbind) align --recipe beats_expanded
     The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
     with modbind.load(path)); with eval.suite set, also eval/ (the report of the exported model).
     """

@@ -16,7 +16,8 @@ from modbind.errors import ConfigError
 @click.command("embed-text")
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Recipe whose anchor, caption language and caption_cache to use (default: the paper's).")
+              help="Recipe (file or shipped name) whose anchor, caption language and caption_cache to use "
+                   "(default: the paper's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set anchor.precision=bf16 (repeatable).")
 @click.option("--anchor", "anchor_model", default=None,

@@ -24,8 +24,8 @@ def data() -> None:
       modbind data prepare audiocaps --root AudioCaps --split test --out AudioCaps/test.jsonl
       modbind data add-translations AudioCaps/test.jsonl pt ac_test_pt.csv
       modbind data overlap train.jsonl AudioCaps/test.jsonl --out train.clean.jsonl
-      modbind data filter train.jsonl --drop 0.2 --scorer runs/modbind/export --out train.f02.jsonl
-      modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml
+      modbind data filter train.jsonl --drop 0.2 --scorer runs/beats_basic/export --out train.f02.jsonl
+      modbind data pack train.jsonl --out shards/ --recipe beats_basic
     """
 
 
@@ -67,8 +67,9 @@ def prepare_command(dataset: str, root: Path, out: Path, split: str | None, medi
                     progress: bool) -> None:
     """Read DATASET's original metadata under --root and write a checked manifest to --out.
 
-    Missing or undecodable files are left out and listed with counts in <out>.report.json. The manifest's
-    paths are relative to its own folder: write it inside the dataset's media folder (or allow absolute paths).
+    Missing or undecodable files are left out and listed with counts in a report beside the manifest:
+    --out train.jsonl writes train.report.json. The manifest's paths are relative to its own folder: write it
+    inside the dataset's media folder (or allow absolute paths).
     """
     from modbind.data.overlap import load_blacklists
     from modbind.data.prepare import prepare, report_path
@@ -214,43 +215,63 @@ def filter_command(manifest: Path, drop: float, scorer: Path | None, anchor_mode
 
 
 @data.command("pack")
-@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("manifest", type=click.Path(path_type=Path), metavar="MANIFEST|TARS")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the shards.")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Recipe whose plugin and plugin.options (e.g. sample_rate) decode the items, as training will.")
+              help="Recipe (file or shipped name) whose plugin and plugin.options (e.g. sample_rate) decode the "
+                   "items, as training will.")
 @click.option("--plugin", "plugin_name", metavar="NAME", help="Encoder plugin (overrides the recipe's plugin.name).")
 @set_option
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder the manifest's paths are relative to (default: its folder).")
+@click.option("--webdataset", "webdataset", is_flag=True,
+              help="Read LAION-CLAP-style webdataset tars (<key>.flac + <key>.json) instead of a manifest: "
+                   "TARS is a .tar, a folder of them, a glob or a brace range like 'train/name{0..9}.tar'.")
+@click.option("--language", default="en", show_default=True,
+              help="With --webdataset: the language of the tars' captions ('text') and tags ('tag').")
 @click.option("--clips-per-shard", default=1000, show_default=True, help="Items per shard file.")
 @click.option("--max-seconds", type=float, default=None, help="Keep only the first N seconds of longer clips.")
 @click.option("--workers", default=1, show_default=True, help="Processes decoding items.")
 @allow_absolute_option()
 @click.option("--progress/--no-progress", default=True)
 def pack_command(manifest: Path, out: Path, recipe_file: Path | None, plugin_name: str | None,
-                 overrides: tuple[str, ...], root: Path | None, clips_per_shard: int, max_seconds: float | None,
-                 workers: int, allow_absolute_paths: bool, progress: bool) -> None:
+                 overrides: tuple[str, ...], root: Path | None, webdataset: bool, language: str,
+                 clips_per_shard: int, max_seconds: float | None, workers: int, allow_absolute_paths: bool,
+                 progress: bool) -> None:
     """Decode MANIFEST's items once into tar shards the trainer streams (audio: int16 PCM at the recipe's rate).
 
     The plugin and its options come from the training recipe, so shards hold exactly what training
-    decodes; e.g. `modbind data pack train.jsonl --out shards/ --recipe recipes/beats_basic.yaml`, or
-    `--plugin audio_htsat --set plugin.options.sample_rate=48000`.
+    decodes; e.g. `modbind data pack train.jsonl --out shards/ --recipe beats_basic`, or
+    `--plugin audio_htsat --set plugin.options.sample_rate=48000`. With --webdataset, LAION-CLAP-style
+    tars become modbind shards: `modbind data pack 'clotho/train/{0..9}.tar' --webdataset --out shards/
+    --recipe htsat_basic` (captions from each sample's json 'text', labels from 'tag').
     Interrupted? Run the same command again: it continues after the last complete shard.
     """
     from modbind.data.manifest import read_manifest
-    from modbind.data.shards import pack_shards
+    from modbind.data.shards import is_shard_source, pack_shards
+    from modbind.data.webdataset_input import pack_webdataset, require_webdataset
     from modbind.plugins import get_registry
     from modbind.recipes import load_recipe
 
     if recipe_file is None and plugin_name is None:
         raise DataError("give --recipe FILE (whose plugin decodes the items) or --plugin NAME")
+    if webdataset:
+        require_webdataset()  # before any other work
+        if root is not None:
+            raise DataError("--root applies to a manifest's paths; webdataset tars hold their items")
+    elif is_shard_source(manifest):
+        raise DataError(f"{manifest} names tar files, not a manifest: add --webdataset to read LAION-CLAP-style "
+                        "webdataset tars (<key>.flac + <key>.json)")
     settings = ([f"plugin.name={plugin_name}"] if plugin_name else []) + list(overrides)
     recipe = load_recipe(recipe_file, settings)
     plugin = get_registry().encoder(recipe.plugin.name)
     options = plugin.options(recipe.plugin.options)
-    report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, plugin, options,
-                         clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress,
-                         allow_absolute_paths=allow_absolute_paths)
+    pack = dict(clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress)
+    if webdataset:
+        report = pack_webdataset(manifest, out, plugin, options, language=language, **pack)
+    else:
+        report = pack_shards(read_manifest(manifest), _manifest_root(manifest, root), out, plugin, options,
+                             allow_absolute_paths=allow_absolute_paths, **pack)
     click.echo(report.summary())
 
 

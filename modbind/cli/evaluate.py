@@ -66,7 +66,10 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
 @click.option("--languages", help="Comma-separated language codes, e.g. en,pt,de (default: the task's).")
 @click.option("--option", "-o", "task_options", multiple=True, metavar="KEY=VALUE",
               help="Task option (repeatable), e.g. -o match=labels -o template='This is a sound of {}.'")
-@click.option("--suite", type=click.Path(path_type=Path), help="Suite YAML running several tasks into one report.")
+@click.option("--suite", type=click.Path(path_type=Path), help="Suite YAML (or a shipped suite's name, e.g. paper) "
+              "running several tasks into one report.")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="What ${DATA_ROOT} stands for in the suite's paths (default: $MODBIND_DATA_ROOT, else ./data).")
 @click.option("--label", help="Name of the evaluation in the report.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-report"), show_default=True)
 @click.option("--tie-policy", type=click.Choice(TIE_POLICIES), default=None,
@@ -74,7 +77,7 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
 @allow_absolute_option()
 @model_options
 def eval_command(model: Path | None, task_name: str | None, data: Path | None, root: Path | None, languages: str | None,
-                 task_options: tuple[str, ...], suite: Path | None, label: str | None, out: Path,
+                 task_options: tuple[str, ...], suite: Path | None, data_root: Path | None, label: str | None, out: Path,
                  tie_policy: str | None, allow_absolute_paths: bool, untrained: bool, plugin_name: str | None,
                  plugin_options: tuple[str, ...],
                  anchor: str | None, anchor_pretrained: str | None, seed: int, batch_size: int, device: str,
@@ -88,9 +91,10 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --task zeroshot --data esc50.jsonl -o template='This is a sound of {}.'
       modbind eval runs/x/export --task emergent --data vggsound_test.jsonl -o match=labels
       modbind eval --untrained --plugin audio_beats --plugin-option size=tiny --task retrieval --data test.jsonl
-      modbind eval runs/x/export --suite recipes/suites/paper.yaml --out reports/x
+      modbind eval runs/x/export --suite paper --data-root /data/manifests --out reports/x
     """
     from modbind.errors import ConfigError
+    from modbind.eval.report import console_table
     from modbind.eval.suite import Suite, SuiteTask, check_suite_tasks, evaluate, load_suite
     from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides
@@ -98,12 +102,14 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     if suite is not None:
         if task_name or data or task_options:
             raise ConfigError("--suite lists its own tasks and data; drop --task/--data/--option")
-        plan = load_suite(suite)
+        plan = load_suite(suite, data_root)
         for spec in plan.tasks:
             spec.allow_absolute_paths = spec.allow_absolute_paths or allow_absolute_paths
     else:
         if not task_name or data is None:
             raise ConfigError("give --task NAME and --data MANIFEST, or --suite FILE")
+        if data_root is not None:
+            raise ConfigError("--data-root is what ${DATA_ROOT} means in a --suite; with --task, --data names the file")
         plan = Suite(tasks=[SuiteTask(task=task_name, data=data, root=root, name=label,
                                       options=apply_overrides({}, task_options),
                                       allow_absolute_paths=allow_absolute_paths)])
@@ -117,5 +123,7 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     for result in results:
         click.echo(f"[{result.label}]")
         for line in result.messages:
+            click.echo(f"  {line}")
+        for line in console_table(result):
             click.echo(f"  {line}")
     click.echo(f"report: {written['markdown']} (numbers: {written['json']}, plots: {written['plots']})")

@@ -34,9 +34,9 @@ def cli() -> None:
       modbind plugins                               # which encoders are installed
       modbind checkpoints                           # official checkpoints by name, and which are cached
       modbind data prepare audiocaps --root DIR --out DIR/train.jsonl
-      modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml
-      modbind eval runs/modbind/export --suite recipes/suites/paper.yaml
-      modbind embed runs/modbind/export clips/ --out embeddings.safetensors
+      modbind align --plugin audio_beats --recipe beats_basic
+      modbind eval runs/beats_basic/export --suite paper --data-root data
+      modbind embed runs/beats_basic/export clips/ --out embeddings.safetensors
     """
 
 

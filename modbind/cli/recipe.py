@@ -20,11 +20,29 @@ def recipe() -> None:
     """Inspect and check recipe YAML files."""
 
 
+@recipe.command("list")
+def list_command() -> None:
+    """The recipes and evaluation suites shipped with modbind: name, plugin and what each is for.
+
+    Any command that takes a recipe or suite file also takes these names, e.g. `--recipe beats_basic`.
+    """
+    from modbind.recipes import describe_shipped, shipped
+
+    for what in ("recipe", "suite"):
+        files = shipped(what)
+        click.echo(f"{what}s:")
+        width = max((len(name) for name in files), default=0)
+        for name, path in files.items():
+            plugin, description = describe_shipped(path)
+            click.echo(f"  {name:{width}s}  {plugin or '-':12s}  {description}")
+
+
 @recipe.command()
 @click.argument("file", type=click.Path(path_type=Path), required=False)
 @set_option
 def show(file: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print the fully resolved recipe: FILE (or the paper's defaults) with overrides and plugin defaults."""
+    """Print the fully resolved recipe: FILE or a shipped recipe's name (default: the paper's defaults) with
+    overrides and plugin defaults."""
     from modbind.plugins import get_registry
     from modbind.recipes import dump_recipe, load_recipe, resolve_recipe
 
@@ -35,14 +53,11 @@ def show(file: Path | None, overrides: tuple[str, ...]) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @set_option
 def validate(file: Path, overrides: tuple[str, ...]) -> None:
-    """Check FILE against the recipe schema and the plugin's options; exit 0 when valid."""
-    from modbind.eval.suite import check_suite_tasks, load_suite
+    """Check FILE (or a shipped recipe's name) without building anything: the schema, the plugin's options, augmentation names and
+    params, the anchor provider, and the eval suite's tasks and task options; exit 0 when valid."""
     from modbind.plugins import get_registry
     from modbind.recipes import load_recipe, resolve_recipe
 
-    registry = get_registry()
-    recipe = resolve_recipe(load_recipe(file, overrides), registry).recipe
-    if recipe.eval.suite is not None:
-        check_suite_tasks(load_suite(Path(recipe.eval.suite)), registry.eval_tasks, recipe.eval.suite)
+    recipe = resolve_recipe(load_recipe(file, overrides), get_registry()).recipe
     click.echo(f"{file}: valid (plugin {recipe.plugin.name}, batch {recipe.train.batch_size}, "
                f"{recipe.train.finetune} fine-tune)")

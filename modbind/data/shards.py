@@ -12,11 +12,14 @@ format and the plugin's header) followed by ``<key>.<packed format>`` (the bytes
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
+import itertools
 import json
 import logging
+import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -80,16 +83,55 @@ class PackReport:
                 f"in {self.out_dir}{resumed}; {len(self.skipped)} skipped (see {INDEX_NAME})")
 
 
-_PackJob = tuple[int, str, EncoderPlugin[Any], EncoderOptions, float | None]
+@dataclass(frozen=True)
+class MemberBytes:
+    """An item's file held in memory (a member of someone else's tar): decoded through a scratch file in
+    ``scratch``, the output folder, under a name modbind makes up, so a member's own name never becomes
+    a path."""
+
+    data: bytes
+    suffix: str
+    """The member's file ending (e.g. ``.flac``), already checked against the plugin's ``file_extensions``."""
+    scratch: str
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A sample that cannot become an item (e.g. no audio member): skipped and counted with ``reason``."""
+
+    reason: str
+
+
+ItemSource = str | MemberBytes | Unusable
+"""Where a sample's item comes from: a file path, bytes of a tar member, or nowhere (with the reason)."""
+_PackJob = tuple[int, ItemSource, EncoderPlugin[Any], EncoderOptions, float | None]
 
 
 def _pack_job(job: _PackJob) -> tuple[int, PackedItem | None, str]:
-    """Worker: decode one file and pack it with its plugin; (index, packed item or None, error)."""
-    index, path, plugin, options, max_seconds = job
+    """Worker: decode one item and pack it with its plugin; (index, packed item or None, error)."""
+    index, source, plugin, options, max_seconds = job
+    if isinstance(source, Unusable):
+        return index, None, source.reason
     try:
-        return index, plugin.pack_item(plugin.load_item(Path(path), options), options, max_seconds=max_seconds), ""
+        if isinstance(source, MemberBytes):
+            with _scratch_file(source, index) as path:
+                item = plugin.load_item(path, options)
+        else:
+            item = plugin.load_item(Path(source), options)
+        return index, plugin.pack_item(item, options, max_seconds=max_seconds), ""
     except DataError as err:
         return index, None, str(err)
+
+
+@contextlib.contextmanager
+def _scratch_file(source: MemberBytes, index: int) -> Iterator[Path]:
+    """The member's bytes in a scratch file of the output folder, removed afterwards."""
+    path = Path(source.scratch) / f".member-{os.getpid()}-{index}{source.suffix}"
+    try:
+        path.write_bytes(source.data)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def pack_shards(
@@ -114,27 +156,54 @@ def pack_shards(
     truncated shard behind under a final name; a progress file written after each shard lets the same
     call on the same folder resume after the last complete shard.
     """
-    root, out_dir = Path(root), Path(out_dir)
+    root = Path(root)
+    entries = list(entries)
+    paths = [str(resolve_under(root, e.path, where=e.where(), allow_absolute=allow_absolute_paths)) for e in entries]
+    ids = hashlib.sha256("\n".join(e.id for e in entries).encode("utf-8")).hexdigest()[:16]
+    samples = zip(entries, paths)
+    identity = {"entries": len(entries), "entry_ids_sha256": ids}
+    return pack_samples(samples, out_dir, plugin, options, input_identity=identity, total=len(entries),
+                        clips_per_shard=clips_per_shard, max_seconds=max_seconds, workers=workers, progress=progress)
+
+
+def pack_samples(
+    samples: Iterable[tuple[ManifestEntry, ItemSource]],
+    out_dir: Path,
+    plugin: EncoderPlugin[Any],
+    options: EncoderOptions,
+    *,
+    input_identity: dict[str, Any],
+    total: int | None = None,
+    clips_per_shard: int = 1000,
+    max_seconds: float | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> PackReport:
+    """:func:`pack_shards` for any stream of (entry, item source), read once and in order.
+
+    ``input_identity`` names the input (e.g. a hash of its ids): a resumed pack must see the same input,
+    and skips the samples the interrupted run had already consumed.
+    """
+    out_dir = Path(out_dir)
     if clips_per_shard < 1:
         raise DataError(f"clips_per_shard must be at least 1 (got {clips_per_shard})")
     if plugin.packed_format is None:
         raise ConfigError(f"plugin '{plugin.name}' cannot pack {plugin.modality} items into shards; "
                           "train from its manifest instead")
-    entries = list(entries)
-    paths = [str(resolve_under(root, e.path, where=e.where(), allow_absolute=allow_absolute_paths)) for e in entries]
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = _pack_settings(entries, plugin, options, clips_per_shard, max_seconds)
+    settings = _pack_settings(input_identity, plugin, options, clips_per_shard, max_seconds)
     report = PackReport(out_dir=str(out_dir), plugin=plugin.name, packed_format=str(plugin.packed_format),
                         noun=plugin.item_noun)
     writer = _ShardWriter(out_dir, clips_per_shard, report)
     start = _resume_point(out_dir, settings, report, writer)
+    remaining = enumerate(itertools.islice(samples, start, None), start=start)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        with tqdm(total=len(entries), initial=start, desc=f"packing {plugin.item_noun}", unit="item",
+        with tqdm(total=total, initial=start, desc=f"packing {plugin.item_noun}", unit="item",
                   disable=not progress) as bar:
-            for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of items at a time
-                jobs = [(i, paths[i], plugin, options, max_seconds)
-                        for i in range(window, min(window + _WINDOW, len(entries)))]
+            while window := list(itertools.islice(remaining, _WINDOW)):  # bounded memory: a window at a time
+                jobs = [(index, source, plugin, options, max_seconds) for index, (_, source) in window]
+                entries = {index: entry for index, (entry, _) in window}
                 results = pool.map(_pack_job, jobs, chunksize=8) if pool else map(_pack_job, jobs)
                 for index, packed, error in results:
                     entry = entries[index]
@@ -142,7 +211,7 @@ def pack_shards(
                     if packed is None:
                         report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
                         continue
-                    if writer.add(entry, packed):  # a shard is complete: entries < index + 1
+                    if writer.add(entry, packed):  # a shard is complete: samples < index + 1
                         _write_progress(out_dir, settings, index + 1, writer.key, report)
         writer.close()
     finally:
@@ -154,13 +223,11 @@ def pack_shards(
     return report
 
 
-def _pack_settings(entries: list[ManifestEntry], plugin: EncoderPlugin[Any], options: EncoderOptions,
+def _pack_settings(input_identity: dict[str, Any], plugin: EncoderPlugin[Any], options: EncoderOptions,
                    clips_per_shard: int, max_seconds: float | None) -> dict[str, Any]:
     """What must be unchanged for a resumed pack to continue the same shards."""
-    ids = hashlib.sha256("\n".join(e.id for e in entries).encode("utf-8")).hexdigest()[:16]
     settings = {"format": FORMAT, "plugin": plugin.name, "packed_format": plugin.packed_format,
-                "clips_per_shard": clips_per_shard, "max_seconds": max_seconds, "entries": len(entries),
-                "entry_ids_sha256": ids}
+                "clips_per_shard": clips_per_shard, "max_seconds": max_seconds, **input_identity}
     settings.update({f"plugin.options.{key}": value for key, value in options.model_dump(mode="json").items()})
     return settings
 
@@ -331,6 +398,10 @@ def index_shards(pattern: str | Path) -> Iterator[tuple[ManifestEntry, ShardRef]
                     if kind == "json":
                         handle = tar.extractfile(member)
                         header = {"key": key, **json.loads(handle.read())} if handle else None
+                        if header is not None and not {"entry", "format"} <= set(header):
+                            raise DataError(f"{shard}: {member.name} is not a modbind shard header (a LAION-CLAP-"
+                                            "style webdataset tar?); convert the tars with `modbind data pack TARS "
+                                            "--webdataset --out DIR --recipe FILE` and train from DIR")
                     elif header is not None and header["key"] == key and kind == header.get("format"):
                         entry = ManifestEntry.model_validate(header["entry"])
                         yield entry, ShardRef(str(shard), member.offset_data, member.size, kind, dict(header["meta"]))

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from modbind.contracts import describe_validation_error
+from modbind.contracts import validated
 from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.data.paths import ALLOW_ABSOLUTE_FLAG, resolve_under
-from modbind.errors import ConfigError, DataError
+from modbind.errors import DataError
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY
 from modbind.eval.result import TaskResult
@@ -29,10 +29,7 @@ class TaskOptions(BaseModel):
 
     @classmethod
     def parse(cls, raw: dict[str, Any], task: str) -> "TaskOptions":
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise ConfigError(describe_validation_error(err, f"options of task '{task}'", cls)) from None
+        return validated(cls, raw, f"options of task '{task}'")
 
 
 @dataclass

@@ -26,6 +26,7 @@ class EmergentOptions(TaskOptions):
 class EmergentTask(EvalTask):
     name: ClassVar[str] = "emergent"
     description: ClassVar[str] = "emergent item↔image retrieval against the anchor's frozen image tower (R@1/5/10, chance)"
+    Options: ClassVar[type[EmergentOptions]] = EmergentOptions
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         opts = EmergentOptions.parse(options, self.name)

@@ -6,7 +6,7 @@ choose the languages (the paper's 12 by default) and report which are missing wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from modbind.contracts import EvalTask
@@ -17,21 +17,32 @@ from modbind.eval.retrieval import RetrievalOptions, run_retrieval
 from modbind.eval.zeroshot import ZeroShotOptions, run_zeroshot
 
 
-def run_per_language(context: EvalContext, options: dict[str, Any], *, task: str, languages: Sequence[str]) -> TaskResult:
-    """Dispatch on option ``of`` (``retrieval``, the default, or ``zeroshot``); other options go to that task."""
+def per_language_options(options: Mapping[str, Any], task: str) -> RetrievalOptions | ZeroShotOptions:
+    """Option ``of`` (``retrieval``, the default, or ``zeroshot``) picks the task; the others are its options."""
     options = dict(options)
     of = options.pop("of", "retrieval")
     if of == "zeroshot":
-        return run_zeroshot(context, ZeroShotOptions.parse(options, task), task=task, languages=languages)
+        return ZeroShotOptions.parse(options, task)
     if of == "retrieval":
-        return run_retrieval(context, RetrievalOptions.parse(options, task), task=task, languages=languages)
+        return RetrievalOptions.parse(options, task)
     raise ConfigError(f"options of task '{task}': 'of' must be 'retrieval' or 'zeroshot', got {of!r}")
+
+
+def run_per_language(context: EvalContext, options: Mapping[str, Any], *, task: str,
+                     languages: Sequence[str]) -> TaskResult:
+    opts = per_language_options(options, task)
+    if isinstance(opts, ZeroShotOptions):
+        return run_zeroshot(context, opts, task=task, languages=languages)
+    return run_retrieval(context, opts, task=task, languages=languages)
 
 
 class MultilingualTask(EvalTask):
     name: ClassVar[str] = "multilingual"
     description: ClassVar[str] = ("retrieval (of=retrieval) or zero-shot (of=zeroshot) in every language; "
                                   "default: the paper's 12 languages")
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        per_language_options(options, self.name)
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         return run_per_language(context, options, task=self.name, languages=context.languages_or(PAPER_LANGUAGES))
@@ -44,8 +55,15 @@ class AnchorBaselineTask(EvalTask):
     description: ClassVar[str] = ("anchor-only ceiling: text↔image retrieval (of=retrieval) or zero-shot image "
                                   "classification (of=zeroshot) with the frozen anchor, per language")
 
-    def run(self, context: EvalContext, **options: Any) -> TaskResult:
+    def image_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options with ``tower: image`` (the only tower an anchor-only baseline has)."""
         if options.get("tower", "image") != "image":
             raise ConfigError("options of task 'anchor_baseline': 'tower' is always 'image' (the anchor alone)")
-        return run_per_language(context, {**options, "tower": "image"}, task=self.name,
+        return {**options, "tower": "image"}
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        per_language_options(self.image_options(options), self.name)
+
+    def run(self, context: EvalContext, **options: Any) -> TaskResult:
+        return run_per_language(context, self.image_options(options), task=self.name,
                                 languages=context.languages_or(PAPER_LANGUAGES))

@@ -75,15 +75,10 @@ def _task_section(result: TaskResult, plots: list[str]) -> list[str]:
         facts.append((f"template [{language}]", " | ".join(templates)))
     lines.extend(f"- {name}: {value}" for name, value in facts if value is not None)
     lines.append("")
-    columns = RETRIEVAL_COLUMNS if result.kind == "retrieval" else CLASSIFICATION_COLUMNS
-    lines.append("| language | direction | " + " | ".join(columns) + " |")
-    lines.append("|---|---|" + "---|" * len(columns))
-    for row in result.rows:
-        if "skipped" in row:
-            lines.append(f"| {row['language']} | skipped: {row['skipped']} |" + " |" * len(columns))
-            continue
-        cells = [_cell(row.get(c)) for c in columns]
-        lines.append(f"| {row['language']} | {row.get('direction', '')} | " + " | ".join(cells) + " |")
+    header, rows = metric_table(result)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines.extend("| " + " | ".join(cells) + " |" for cells in rows)
     lines.append("")
     if result.exclusions:
         lines.append("Excluded:")
@@ -94,6 +89,30 @@ def _task_section(result: TaskResult, plots: list[str]) -> list[str]:
     if plots:
         lines.append("")
     return lines
+
+
+def metric_table(result: TaskResult) -> tuple[list[str], list[list[str]]]:
+    """The task's table as text cells: a row per language × direction, then one row per fold under a
+    classification row that has folds. ``report.md`` and the console both print exactly this."""
+    columns = RETRIEVAL_COLUMNS if result.kind == "retrieval" else CLASSIFICATION_COLUMNS
+    rows: list[list[str]] = []
+    for row in result.rows:
+        if "skipped" in row:
+            rows.append([str(row["language"]), f"skipped: {row['skipped']}", *[""] * len(columns)])
+            continue
+        rows.append([str(row["language"]), str(row.get("direction", "")), *[_cell(row.get(c)) for c in columns]])
+        sizes = row.get("fold sizes", {})
+        for fold, accuracies in (row.get("per fold") or {}).items():
+            fold_values = {**accuracies, "items": sizes.get(fold)}
+            rows.append(["", f"fold {fold}", *[_cell(fold_values[c]) if c in fold_values else "" for c in columns]])
+    return ["language", "direction", *columns], rows
+
+
+def console_table(result: TaskResult) -> list[str]:
+    """:func:`metric_table` as aligned plain-text lines for a terminal."""
+    header, rows = metric_table(result)
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in [header, *rows]]
 
 
 def _cell(value: Any) -> str:

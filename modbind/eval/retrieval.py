@@ -39,6 +39,7 @@ class RetrievalTask(EvalTask):
     name: ClassVar[str] = "retrieval"
     description: ClassVar[str] = "item↔text retrieval: R@1/5/10/50, mAP@10, median/mean rank (default language: en)"
     default_languages: ClassVar[tuple[str, ...]] = ("en",)
+    Options: ClassVar[type[RetrievalOptions]] = RetrievalOptions
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         opts = RetrievalOptions.parse(options, self.name)
@@ -117,12 +118,16 @@ def run_retrieval(context: EvalContext, opts: RetrievalOptions, *, task: str, la
         else:
             relevant = relevance_from_index(np.asarray(owner), len(with_caption))
         both = bidirectional_retrieval(sim, relevant, tie_policy=context.tie_policy)
+        rows = []
         for direction, metrics, per_query in ((f"{side}→text", both.item_to_text, relevant.sum(1)),
                                               (f"text→{side}", both.text_to_item, relevant.sum(0))):
-            result.rows.append(retrieval_row(language, direction, metrics, per_query))
+            rows.append(retrieval_row(language, direction, metrics, per_query))
             result.ranks[f"{language} {direction}"] = metrics.ranks0.tolist()
-        result.messages.append(f"{language}: {len(with_caption)} {side} items, {len(texts)} captions "
-                               f"(chance R@1 {100.0 / len(with_caption):.2f}% text→{side})")
+        result.rows.extend(rows)
+        # The chance levels come from the rows, so the console says what the report says (with match=labels
+        # several items are relevant to a caption, and chance is far above 1 / gallery).
+        result.messages.append(f"{language}: {len(with_caption)} {side} items, {len(texts)} captions (chance R@1 "
+                               + ", ".join(f"{r['chance R@1']:.2f}% {r['direction']}" for r in rows) + ")")
     result.protocol = {
         **context.protocol(),
         "evaluated_items": len(kept),

@@ -6,7 +6,7 @@ A suite file::
     languages: [en]              # default for every task (a task's own list wins)
     tasks:
       - task: retrieval
-        data: audiocaps/test.jsonl   # relative to the suite file
+        data: audiocaps/test.jsonl   # relative to the suite file; ${DATA_ROOT}/... is under the data root
         name: AudioCaps
       - task: zeroshot
         data: esc50.jsonl
@@ -18,6 +18,7 @@ A suite file::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +30,11 @@ from modbind.eval.context import EvalContext
 from modbind.eval.embedder import Embedder
 from modbind.eval.metrics import DEFAULT_TIE_POLICY, check_tie_policy
 from modbind.eval.result import TaskResult
-from modbind.recipes import read_yaml
+from modbind.recipes import find_shipped, read_yaml
+
+
+DATA_ROOT_VARIABLE = "${DATA_ROOT}"
+DATA_ROOT_ENV = "MODBIND_DATA_ROOT"
 
 
 class TaskLookup(Protocol):
@@ -62,25 +67,42 @@ class Suite(BaseModel):
     tasks: list[SuiteTask] = Field(min_length=1)
 
 
-def load_suite(path: Path) -> Suite:
-    """Parse and validate a suite file; relative data paths are made relative to the file's folder."""
-    path = Path(path)
+def load_suite(path: Path | str, data_root: Path | str | None = None) -> Suite:
+    """Parse and validate a suite file (or a shipped suite by name, e.g. ``paper``).
+
+    A data path (``data``, ``root``, option ``classes``) that starts with ``${DATA_ROOT}`` is under the data
+    root (:func:`data_root_folder`); any other relative path is relative to the suite file's folder.
+    """
+    path = find_shipped(path, "suite")
     raw = read_yaml(path, what="suite")
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, str(path), Suite)) from None
+    root = data_root_folder(data_root)
     for spec in suite.tasks:
-        spec.data = _relative_to(spec.data, path.parent)
+        spec.data = suite_path(spec.data, path.parent, root)
         if spec.root is not None:
-            spec.root = _relative_to(spec.root, path.parent)
+            spec.root = suite_path(spec.root, path.parent, root)
         if "classes" in spec.options and isinstance(spec.options["classes"], str):
-            spec.options["classes"] = str(_relative_to(Path(spec.options["classes"]), path.parent))
+            spec.options["classes"] = str(suite_path(spec.options["classes"], path.parent, root))
     return suite
 
 
-def _relative_to(path: Path, folder: Path) -> Path:
-    return path if path.is_absolute() else folder / path
+def data_root_folder(explicit: Path | str | None = None) -> Path:
+    """What ``${DATA_ROOT}`` stands for: ``explicit`` (``--data-root``, ``eval.data_root``), else
+    ``$MODBIND_DATA_ROOT``, else ``data`` in the current folder (where the shipped recipes' manifests live)."""
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data")
+
+
+def suite_path(path: Path | str, folder: Path, data_root: Path) -> Path:
+    """A suite's path: ``${DATA_ROOT}/x`` under ``data_root``; relative ones under the suite's ``folder``."""
+    text = str(path)
+    if text.startswith(DATA_ROOT_VARIABLE):
+        return data_root / text[len(DATA_ROOT_VARIABLE):].lstrip("/\\")
+    return Path(text) if Path(text).is_absolute() else folder / text
 
 
 def run_task(embedder: Embedder, spec: SuiteTask, tasks: TaskLookup, *, tie_policy: str = DEFAULT_TIE_POLICY,
@@ -107,12 +129,16 @@ def run_suite(embedder: Embedder, suite: Suite, tasks: TaskLookup, *, tie_policy
 
 
 def check_suite_tasks(suite: Suite, tasks: TaskLookup, where: Path | str) -> None:
-    """Fail before any embedding when the suite names a task nobody provides."""
+    """Fail before any model loads when the suite names a task nobody provides or options it rejects."""
     for index, spec in enumerate(suite.tasks):
         try:
-            tasks.get(spec.task)
+            task = tasks.get(spec.task)
         except ModbindError as err:
             raise ConfigError(f"{where}: tasks.{index}.task: {err}") from None
+        try:
+            task.check_options(spec.options)
+        except ModbindError as err:
+            raise ConfigError("\n".join(f"{where}: tasks.{index}: {line}" for line in str(err).splitlines())) from None
 
 
 def evaluate(
@@ -139,10 +165,10 @@ def evaluate(
 
 def evaluate_model(model: Any, suite_file: Path, out_dir: Path, tasks: TaskLookup, *,
                    languages: list[str] | None = None, batch_size: int = 64, cache_dir: Path | None = None,
-                   progress: bool = True) -> dict[str, Path]:
+                   progress: bool = True, data_root: Path | None = None) -> dict[str, Path]:
     """Evaluate an in-memory :class:`~modbind.model.AlignedModel` on a suite file (e.g. after training)."""
     embedder = Embedder(model, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
     info = {"path": None, "untrained": not model.card.get("metrics", {}).get("trained", True), "card": model.card}
-    _, written = evaluate(embedder, load_suite(suite_file), out_dir, tasks, model_info=info, languages=languages,
+    _, written = evaluate(embedder, load_suite(suite_file, data_root), out_dir, tasks, model_info=info, languages=languages,
                           settings={"suite": str(suite_file)})
     return written

@@ -2,7 +2,7 @@
 
 Class names and their translations come from the manifest (``labels[lang][i]`` translates
 ``labels["en"][i]``) or from a class file (``--option classes=classes.json`` with ``labels: {lang: [...]}``
-in class order and optional ``prompts: {lang: template}``). Ground truth is each item's single label in
+in class order and optional ``prompts: {lang: template}``, or LAION-CLAP's ``{"dog": 0, ...}``). Ground truth is each item's single label in
 ``label_language``; class order is the class file's, else alphabetical.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator
 
 from modbind.contracts import EvalTask
 from modbind.data.manifest import ManifestEntry
@@ -34,16 +35,35 @@ class ZeroShotOptions(TaskOptions):
     templates: dict[str, str | list[str]] = {}
     """Per-language templates, overriding the built-in translations."""
     classes: Path | None = None
-    """JSON class file: ``labels`` (or ``names``) per language in class order, optional ``prompts``."""
+    """JSON class file: ``labels`` (or ``names``) per language in class order, optional ``prompts``; or a
+    CLAP-style ``{"name": index, ...}`` in ``label_language``."""
     tower: Literal["model", "image"] = "model"
     label_language: str = "en"
     """Language of the labels that define each item's class."""
+
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for template in [value] if isinstance(value, str) else (value or []):
+            try:
+                check_template(template)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None  # pydantic then names the option
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _one_slot_each(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for templates in value.values():
+            cls._one_slot(templates)
+        return value
 
 
 class ZeroShotTask(EvalTask):
     name: ClassVar[str] = "zeroshot"
     description: ClassVar[str] = "zero-shot classification from class-name prompts: top-1/top-5, per fold and mean of folds"
     default_languages: ClassVar[tuple[str, ...]] = ("en",)
+    Options: ClassVar[type[ZeroShotOptions]] = ZeroShotOptions
 
     def run(self, context: EvalContext, **options: Any) -> TaskResult:
         opts = ZeroShotOptions.parse(options, self.name)
@@ -55,8 +75,12 @@ def single_label(entry: ManifestEntry, language: str) -> str | None:
     return labels[0] if len(labels) == 1 else None
 
 
-def read_class_file(path: Path, context: EvalContext) -> dict[str, Any]:
-    """The class file as ``{"labels": {lang: [names]}, "prompts": {lang: templates}}``."""
+def read_class_file(path: Path, context: EvalContext, language: str = "en") -> dict[str, Any]:
+    """The class file as ``{"labels": {lang: [names]}, "prompts": {lang: templates}}``.
+
+    A CLAP-style file (``{"dog": 0, "rooster": 1, ...}``, as LAION-CLAP ships for ESC-50) maps names in
+    ``language`` (the items' label language) to class indices.
+    """
     candidates = [Path(path)] if Path(path).is_absolute() else [Path(path), context.root / path]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
@@ -65,6 +89,10 @@ def read_class_file(path: Path, context: EvalContext) -> dict[str, Any]:
         data = json.loads(found.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{found}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{found}: a class file is a JSON object, got {type(data).__name__}")
+    if data and all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+        return {"labels": {language: names_by_index(data, found)}, "prompts": {}, "path": str(found)}
     labels = data.get("labels")
     if labels is None and isinstance(data.get("names"), list):
         labels = {"en": data["names"]}
@@ -75,6 +103,25 @@ def read_class_file(path: Path, context: EvalContext) -> dict[str, Any]:
         raise DataError(f"{found}: every language must list the same number of classes, got {lengths}")
     prompts = data.get("prompts") or data.get("templates") or {}
     return {"labels": labels, "prompts": prompts, "path": str(found)}
+
+
+def names_by_index(indices: dict[str, int], where: Path) -> list[str]:
+    """Class names in index order from ``{name: index}``; the indices must be exactly 0..N-1."""
+    by_index: dict[int, list[str]] = {}
+    for name, index in indices.items():
+        by_index.setdefault(index, []).append(name)
+    shared = {i: names for i, names in by_index.items() if len(names) > 1}
+    if shared:
+        index, names = next(iter(sorted(shared.items())))
+        raise DataError(f"{where}: class index {index} is given to several classes ({', '.join(names)}); "
+                        "each class needs its own index")
+    expected = set(range(len(indices)))
+    if set(by_index) != expected:
+        wrong = sorted(set(by_index) - expected)
+        missing = sorted(expected - set(by_index))
+        raise DataError(f"{where}: the {len(indices)} class indices must be 0..{len(indices) - 1}; "
+                        f"out of range: {wrong[:5]}, missing: {missing[:5]}")
+    return [by_index[i][0] for i in range(len(indices))]
 
 
 def class_names_in(language: str, classes: Sequence[str], entries: Sequence[ManifestEntry], label_language: str,
@@ -138,9 +185,7 @@ def class_embeddings(context: EvalContext, names: Sequence[str], templates: Sequ
 
 def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, languages: Sequence[str]) -> TaskResult:
     result = TaskResult(task=task, label=context.label or task, kind="classification")
-    for template in [opts.template] if isinstance(opts.template, str) else (opts.template or []):
-        check_template(template)
-    class_file = read_class_file(opts.classes, context) if opts.classes is not None else None
+    class_file = read_class_file(opts.classes, context, opts.label_language) if opts.classes is not None else None
     lang0 = opts.label_language
     classes, labelled = select_items(context, class_file, lang0, result)
     embeddings, kept, side = embed_side(context, labelled, opts.tower, result)
@@ -183,12 +228,13 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         labels = np.array([remap[int(t)] for t in truth[keep_rows]])
         folds = [kept[i].fold for i in keep_rows] if with_folds else None
         metrics = classification_metrics(logits, labels, folds, tie_policy=context.tie_policy)
-        result.rows.append(classification_row(language, f"{side}→class", metrics))
+        row = classification_row(language, f"{side}→class", metrics)
+        result.rows.append(row)
         result.ranks[f"{language} {side}→class"] = metrics.ranking.ranks0.tolist()
         used_templates[language] = templates
         used_names[language] = names
-        result.messages.append(f"{language}: {metrics.items} {noun}, {len(present)} classes "
-                               f"(chance top-1 {100.0 / len(present):.2f}%)")
+        result.messages.append(f"{language}: {metrics.items} {noun}, {metrics.classes} classes "
+                               f"(chance top-1 {row['chance top-1']:.2f}%)")
     result.protocol = {
         **context.protocol(),
         "evaluated_items": len(kept),
