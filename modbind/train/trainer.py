@@ -95,6 +95,10 @@ def run_alignment(
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
+        for source in sources + val_sources:
+            if source.without_captions:
+                tqdm.write(f"{source.name}: {source.without_captions} items have no '{recipe.data.caption_language}' "
+                           "caption (data.caption_language) and are left out")
 
     anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
