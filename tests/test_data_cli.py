@@ -49,6 +49,7 @@ def test_prepare_cli_writes_manifest_and_report(audiocaps_test):
     report = json.loads((audiocaps_test.parent / "ac_test.report.json").read_text())
     assert report["counts"] == {"missing_audio": 1}
     assert report["problems"]["missing_audio"][0]["id"] == "YGOD8Bt5LfDE_100"
+    assert "train.jsonl -> train.report.json" in " ".join(invoke("data", "prepare", "--help").output.split())
 
 
 def test_prepare_cli_errors_are_one_line(tmp_path, datasets_dir):

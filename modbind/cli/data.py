@@ -67,8 +67,9 @@ def prepare_command(dataset: str, root: Path, out: Path, split: str | None, medi
                     progress: bool) -> None:
     """Read DATASET's original metadata under --root and write a checked manifest to --out.
 
-    Missing or undecodable files are left out and listed with counts in <out>.report.json. The manifest's
-    paths are relative to its own folder: write it inside the dataset's media folder (or allow absolute paths).
+    Missing or undecodable files are left out and listed with counts in a report beside --out (train.jsonl ->
+    train.report.json). The manifest's paths are relative to its own folder: write it inside the dataset's
+    media folder (or allow absolute paths).
     """
     from modbind.data.overlap import load_blacklists
     from modbind.data.prepare import prepare, report_path
