@@ -39,6 +39,7 @@ RUNNABLE = ("python", "bash")
 FENCE = re.compile(r"^```(?P<info>[^`]*)$")
 FILE_TARGET = re.compile(r"(?:^|\s)file=(?P<path>\S+)")
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def fenced_blocks(page: Path) -> list[Block]:
 def page_environment(folder: Path) -> dict[str, str]:
     """The environment of a page's bash blocks (see the module docstring)."""
     site = folder / "site"
-    env = dict(os.environ)
+    # an in-process run earlier in this session leaves its one-rank group's variables behind; a user's shell has none
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     env.update({
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])),
