@@ -62,7 +62,8 @@ class DataConfig(Section):
     max_skip_fraction: float = Field(0.05, ge=0, le=1)
     """Stop the run with a clear message when more than this share of items cannot be read."""
     caption_cache: Path | None = None
-    """Folder of the caption-embedding cache (default: inside the output folder's parent cache)."""
+    """Folder of the caption-embedding cache (default: ``caption-cache`` beside the output folder, see
+    :attr:`Recipe.caption_cache_dir`)."""
 
 
 class OptimizerConfig(Section):
@@ -176,3 +177,9 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @property
+    def caption_cache_dir(self) -> Path:
+        """``data.caption_cache``, else ``caption-cache`` beside ``output.dir``: the one folder a run reads its
+        caption embeddings from and ``modbind data embed-text`` fills, so runs under one parent share it."""
+        return Path(self.data.caption_cache) if self.data.caption_cache else Path(self.output.dir).parent / "caption-cache"

@@ -229,6 +229,29 @@ def test_embed_text_cli_builds_the_cache_for_a_manifest(anchor_config: AnchorCon
     assert nothing.exit_code != 0 and "no captions in language(s) sw" in str(nothing.exception)
 
 
+def test_embed_text_fills_the_cache_align_reads_with_the_same_recipe(anchor_config: AnchorConfig, anchor,
+                                                                     tmp_path: Path) -> None:
+    """Without data.caption_cache both default to caption-cache/ beside output.dir, so pre-embedding is no guess."""
+    from click.testing import CliRunner
+
+    from modbind.anchor import CaptionCache
+    from modbind.cli.anchor_cache import embed_text
+    from modbind.recipes import load_recipe
+
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"id": "1", "path": "1.wav", "captions": {"en": [CAPTIONS[0]]}}) + "\n")
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(f"anchor: {{model: 'local-dir:{anchor_config.model[len('local-dir:'):]}', pretrained: null}}\n"
+                           f"output: {{dir: '{tmp_path / 'runs' / 'first'}'}}\n")
+    done = CliRunner().invoke(embed_text, [str(manifest), "--recipe", str(recipe_file), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    recipe = load_recipe(recipe_file)
+    assert recipe.caption_cache_dir == tmp_path / "runs" / "caption-cache"
+    assert load_recipe(recipe_file, [f"data.caption_cache={tmp_path / 'c'}"]).caption_cache_dir == tmp_path / "c"
+    torch.testing.assert_close(CaptionCache(recipe.caption_cache_dir, anchor.identity).get(CAPTIONS[:1]),
+                               anchor.encode_text(CAPTIONS[:1]), atol=1e-6, rtol=0)
+
+
 def test_concurrent_builders_embed_each_caption_once(anchor, tmp_path: Path) -> None:
     """Two builders at once (e.g. two ranks both calling ensure): one builds, the other finds it done."""
     import threading

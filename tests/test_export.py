@@ -49,6 +49,19 @@ def test_untrained_model_embeds_items_and_text_in_the_anchor_space(world, imu_pl
     torch.testing.assert_close(again.encode(item_paths(world)), embeddings)  # the seed fixes the control
 
 
+def test_one_text_one_path_and_a_transformed_image_batch_are_taken_as_meant(world, imu_plugin) -> None:
+    from PIL import Image
+
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world))
+    torch.testing.assert_close(model.encode_text("dog cat bird"), model.encode_text(["dog cat bird"]))
+    first = item_paths(world)[0]
+    torch.testing.assert_close(model.encode(first), model.encode([first]))
+    torch.testing.assert_close(model.encode(str(first)), model.encode([first]))
+    pictures = [Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("RGB", (30, 40), (10, 10, 200))]
+    pixels = torch.stack([model.anchor.image_transform(picture) for picture in pictures])
+    torch.testing.assert_close(model.encode_image(pixels), model.encode_image(pictures))
+
+
 def test_reloaded_in_a_fresh_process_gives_identical_embeddings(world, imu_plugin, tmp_path) -> None:
     model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=1)
     out = model.save(tmp_path / "export")

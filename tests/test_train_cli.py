@@ -41,10 +41,13 @@ def beats_recipe(tmp_path: Path) -> Path:
 
 def test_align_cli_trains_tiny_beats_and_exports_a_loadable_model(tmp_path: Path) -> None:
     recipe_file = beats_recipe(tmp_path)
+    with (tmp_path / "audio" / "train.jsonl").open("a") as manifest:
+        manifest.write(json.dumps({"id": "pt-only", "path": "clip0.wav", "captions": {"pt": ["um sino toca"]}}) + "\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["align", "--plugin", "audio_beats", "--recipe", str(recipe_file),
                                       "--set", "train.seed=1", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert "train.jsonl: 1 items have no 'en' caption (data.caption_language) and are left out" in result.output
     assert "trained 3 steps" in result.output and str(out / "export") in result.output
     card = json.loads((out / "export" / "card.json").read_text())
     assert card["plugin"] == "audio_beats" and card["plugin_options"]["size"] == "tiny"

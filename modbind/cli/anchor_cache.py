@@ -24,7 +24,8 @@ from modbind.errors import ConfigError
               help="Anchor model instead of the recipe's: an open_clip name, hf-hub:org/repo or local-dir:/path.")
 @click.option("--pretrained", default=None, help="Pretrained tag or weights file for --anchor.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Caption-cache folder (default: the recipe's data.caption_cache).")
+              help="Caption-cache folder (default: the one `modbind align` reads with the same recipe: "
+                   "data.caption_cache, else caption-cache/ beside output.dir).")
 @click.option("--language", "languages", multiple=True,
               help="Caption language(s) to embed (repeatable; 'all' for every language; default: the recipe's).")
 @click.option("--labels", is_flag=True, help="Also embed the class labels (for zero-shot evaluation prompts).")
@@ -51,9 +52,7 @@ def embed_text(manifests: tuple[Path, ...], recipe_file: Path | None, overrides:
             "model": anchor_model or anchor_cfg.model,
             "pretrained": pretrained if pretrained is not None else anchor_cfg.pretrained,
         })
-    root = cache_dir or recipe.data.caption_cache
-    if root is None:
-        raise ConfigError("no caption cache folder: give --cache DIR or set data.caption_cache in the recipe")
+    root = cache_dir or recipe.caption_cache_dir
     wanted = set(languages) if languages else {recipe.data.caption_language}
     texts: list[str] = []
     for manifest in manifests:

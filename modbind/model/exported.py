@@ -113,7 +113,10 @@ class AlignedModel:
 
         Paths (``str``/``Path``) are decoded with ``plugin.load_item``; anything else is an in-memory item
         that ``plugin.as_item`` accepts, with ``hints`` such as ``sample_rate=44100`` for bare waveforms.
+        One path on its own is one item (not a sequence of characters).
         """
+        if isinstance(items, (str, os.PathLike)):
+            items = [items]
         outputs: list[Tensor] = []
         starts = range(0, len(items), batch_size)
         for start in tqdm(starts, desc="encode", unit="batch", disable=not progress):
@@ -126,11 +129,14 @@ class AlignedModel:
             return torch.empty(0, self.dim)
         return torch.cat(outputs)
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
-        return self.anchor.encode_text(list(texts), batch_size=batch_size)
+    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256) -> Tensor:
+        """(N, dim) normalised embeddings from the anchor's frozen text tower; one string is one text."""
+        return self.anchor.encode_text([texts] if isinstance(texts, str) else list(texts), batch_size=batch_size)
 
-    def encode_image(self, images: Sequence[Any], batch_size: int = 64) -> Tensor:
-        return self.anchor.encode_image(list(images), batch_size=batch_size)
+    def encode_image(self, images: Sequence[Any] | Tensor, batch_size: int = 64) -> Tensor:
+        """(N, dim) normalised embeddings from the anchor's frozen image tower: PIL images, or an (N, 3, H, W)
+        batch already transformed by ``anchor.image_transform`` (passed on as is, never transformed twice)."""
+        return self.anchor.encode_image(images if isinstance(images, Tensor) else list(images), batch_size=batch_size)
 
     def save(self, directory: Path) -> Path:
         """Write ``model.safetensors`` then ``card.json`` (each atomically; the card last marks completion)."""

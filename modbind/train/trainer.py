@@ -95,8 +95,12 @@ def run_alignment(
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
+        for source in sources + val_sources:
+            if source.without_captions:
+                tqdm.write(f"{source.name}: {source.without_captions} items have no '{recipe.data.caption_language}' "
+                           "caption (data.caption_language) and are left out")
 
-    anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), out, rank)
+    anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
 
@@ -355,13 +359,13 @@ def _tensorboard_writer(folder: Path) -> Any:
     return SummaryWriter(str(folder))
 
 
-def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], out: Path, rank: int) -> tuple[Any, Any]:
+def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], rank: int) -> tuple[Any, Any]:
     """The frozen anchor and a caption cache holding every training caption (rank 0 fills it first)."""
     from modbind.anchor import CaptionCache, load_anchor
 
     recipe = resolved.recipe
     anchor = load_anchor(recipe.anchor, resolved.anchor_provider, device="cpu")
-    root = Path(recipe.data.caption_cache) if recipe.data.caption_cache else out.parent / "caption-cache"
+    root = recipe.caption_cache_dir
     cache = CaptionCache(root, anchor.identity)
     if rank == 0:
         cache.ensure(captions, lambda: anchor, progress=True)
