@@ -13,6 +13,7 @@ import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, narrow_options, preset_with_overrides
 from modbind.audio.fbank import BEATS_FBANK, kaldi_fbank
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind_audio_beats.attention import AttentionChoice
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
 from modbind_audio_beats.config import PRESETS
 from modbind_audio_beats.model import BeatsEncoder, coarsen_padding_mask
@@ -27,6 +28,9 @@ class BeatsOptions(AudioEncoderOptions):
     """Official cfg keys overriding ``size`` (e.g. ``{"encoder_layers": 4}``); ignored with a checkpoint."""
     layerdrop: float | None = Field(None, ge=0.0, lt=1.0)
     """Override the cfg's ``encoder_layerdrop`` (0.05 in released checkpoints); None keeps it."""
+    attention: AttentionChoice = "auto"
+    """Attention kernel: ``sdpa`` (gated bias as an additive mask), ``flex`` (FlexAttention adds it in a
+    fused kernel; trains on CUDA only) or ``auto`` (flex on CUDA, sdpa elsewhere). Same outputs."""
 
     @model_validator(mode="after")
     def _sixteen_khz(self) -> "BeatsOptions":
@@ -69,6 +73,7 @@ def _configure(model: BeatsEncoder, options: BeatsOptions) -> BeatsEncoder:
     if options.layerdrop is not None:
         model.encoder.layerdrop = options.layerdrop
     model.set_gradient_checkpointing(options.gradient_checkpointing)
+    model.set_attention(options.attention)
     return model
 
 
