@@ -13,7 +13,7 @@ import torch
 
 from modbind.config import Recipe, TrainConfig
 from modbind.errors import ConfigError, DataError
-from modbind.train.engine import deepspeed_config
+from modbind.train.engine import Engine, deepspeed_config, init_distributed
 from modbind.train.trainer import StepReport, run_alignment
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
@@ -42,12 +42,21 @@ def test_deepspeed_config_carries_the_recipe() -> None:
     assert config["train_micro_batch_size_per_gpu"] == 16
     assert config["optimizer"]["params"]["betas"] == [0.9, 0.98]
     assert config["optimizer"]["params"]["weight_decay"] == 1e-6
+    assert config["optimizer"]["params"]["fused"] and not config["optimizer"]["params"]["foreach"]
+    assert not deepspeed_config(train, world=2, total_steps=1000, device_type="mps")["optimizer"]["params"]["fused"]
     assert config["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(1e-5 / 5e-5)
     assert config["scheduler"]["params"]["warmup_num_steps"] == 500
     assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
     assert not config["fp16"]["enabled"] and config["zero_optimization"]["stage"] == 2
     with pytest.raises(ConfigError, match="multiple of 6"):
         deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
+
+
+def test_engine_runs_torch_fused_adam_on_the_cpu() -> None:
+    init_distributed()
+    engine = Engine(torch.nn.Linear(4, 4), TrainConfig(batch_size=2), world=1, total_steps=10)
+    optimizer = engine._engine.optimizer
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"] and not optimizer.defaults["foreach"]
 
 
 def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
@@ -67,6 +76,30 @@ def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) 
     card = json.loads((result.export_dir / "card.json").read_text())
     assert card["plugin"] == "imu_conv" and card["metrics"]["steps"] == 240
     assert (result.out_dir / "recipe.yaml").is_file()
+
+
+def test_a_warm_caption_cache_trains_without_loading_the_anchor(world, imu_plugin, monkeypatch) -> None:
+    """The cache records what training needs from the anchor (dim, logit scale), so a warm start skips it."""
+    loads: list[int] = []
+    import modbind.anchor
+
+    real_load = modbind.anchor.load_anchor
+
+    def counted_load(*args, **kwargs):
+        loads.append(1)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(modbind.anchor, "load_anchor", counted_load)
+    runs, cards = {}, {}
+    for name in ("cold", "warm"):
+        recipe = recipe_for(world, name, max_steps=3)
+        recipe.data.caption_cache = world["root"] / "own-caption-cache"
+        runs[name] = run_alignment(recipe, progress=False)
+        cards[name] = json.loads((runs[name].export_dir / "card.json").read_text())
+        loads.append(name)
+    assert loads == [1, "cold", "warm"]  # the cold run filled the cache with the anchor; the warm one never loaded it
+    assert runs["warm"].history == runs["cold"].history  # same dim and initial temperature, same training
+    assert cards["warm"]["anchor_identity"] == cards["cold"]["anchor_identity"]
 
 
 class Crash(RuntimeError):

@@ -3,7 +3,8 @@
 Layout (one folder per anchor identity under ``root``)::
 
     root/<identity-slug>-<hash>/
-        cache.json                        identity + dim, for humans and sanity checks
+        cache.json                        identity, dim and logit scale: what training needs from the
+                                          anchor when every caption is cached (it then never loads it)
         shard-<time>-<pid>-<rand>.safetensors   "embeddings" (n, dim) float32, "keys" (n, 32) uint8
 
 A key is the sha256 of the exact caption text; the folder is the anchor identity, so an entry is
@@ -136,6 +137,15 @@ class CaptionCache:
         index = self._current_index()
         return int(index.shards[0].embeddings.shape[1]) if index.shards else None
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The anchor's logit scale as recorded when the cache was built (None for an empty or older cache)."""
+        meta = self.folder / "cache.json"
+        if not meta.is_file():
+            return None
+        value = json.loads(meta.read_text(encoding="utf-8")).get("logit_scale")
+        return float(value) if value is not None else None
+
     def missing(self, texts: Sequence[str]) -> list[str]:
         """The distinct texts (first-seen order) not yet in the cache."""
         unique = list(dict.fromkeys(_check_texts(texts)))
@@ -168,7 +178,7 @@ class CaptionCache:
                     f"caption cache {self.folder} is for anchor {self.anchor_identity}, "
                     f"but the loader gave {anchor.identity}; use CaptionCache(root, anchor.identity)"
                 )
-            self._write_meta(anchor.dim)
+            self._write_meta(anchor.dim, anchor.logit_scale)
             with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
                 for start in range(0, len(todo), self.shard_rows):
                     chunk = todo[start : start + self.shard_rows]
@@ -231,14 +241,16 @@ class CaptionCache:
             )
         return target
 
-    def _write_meta(self, dim: int) -> None:
+    def _write_meta(self, dim: int, logit_scale: float) -> None:
         meta = self.folder / "cache.json"
         if meta.is_file():
             recorded = json.loads(meta.read_text(encoding="utf-8"))
             if recorded.get("dim") != dim:
                 raise DataError(f"{meta}: cache holds {recorded.get('dim')}-d embeddings but the anchor gives {dim}-d")
-            return
-        write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim})
+            if recorded.get("logit_scale") is not None:
+                return
+        write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim,
+                                 "logit_scale": logit_scale})
 
     @contextlib.contextmanager
     def _build_lock(self) -> Iterator[None]:

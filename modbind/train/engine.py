@@ -7,10 +7,13 @@ One CPU process works without a launcher (the env a launcher would set is filled
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +41,32 @@ def init_distributed() -> tuple[int, int, torch.device]:
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1")
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", str(free_port()))
-        deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
-                                   verbose=False)
+        with _without_shared_memory_op(on_cpu and os.environ.get("WORLD_SIZE") == "1"):
+            deepspeed.init_distributed(dist_backend="gloo" if on_cpu else accelerator.communication_backend_name(),
+                                       verbose=False)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cpu") if on_cpu else torch.device(accelerator.device_name(local_rank))
     if not on_cpu:
         accelerator.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+@contextlib.contextmanager
+def _without_shared_memory_op(skip: bool) -> Iterator[None]:
+    """One CPU process has no peer to all-reduce with: DeepSpeed then need not load its shared-memory
+    all-reduce op (a ninja build check, ~0.8 s of every start on 2 cores) nor leave its buffers in
+    /dev/shm. Its collectives fall back to torch.distributed, which it uses whenever the op is absent."""
+    backend = importlib.import_module("deepspeed.comm.torch")  # not `import as`: deepspeed.comm.torch is also torch
+
+    if not skip or not hasattr(backend, "build_shm_op"):
+        yield
+        return
+    build = backend.build_shm_op
+    backend.build_shm_op = lambda: None
+    try:
+        yield
+    finally:
+        backend.build_shm_op = build
 
 
 def free_port() -> int:
@@ -64,20 +86,28 @@ def micro_batch_size(train: TrainConfig, world: int) -> int:
     return train.batch_size // per_step
 
 
-def deepspeed_config(train: TrainConfig, world: int, total_steps: int) -> dict[str, Any]:
+def fused_adam_supported(device_type: str) -> bool:
+    """torch's fused Adam kernel exists for CUDA (torch 2.0+) and the CPU (2.4+)."""
+    return device_type == "cuda" or (device_type == "cpu" and torch.__version__ >= "2.4")
+
+
+def deepspeed_config(train: TrainConfig, world: int, total_steps: int, device_type: str = "cpu") -> dict[str, Any]:
     """The DeepSpeed JSON config for a recipe: Adam, warm-up + cosine max→min LR, clipping, precision, ZeRO."""
     opt = train.optimizer
     warmup = min(opt.warmup_steps, max(total_steps - 1, 1))
+    fused = fused_adam_supported(device_type)
     config: dict[str, Any] = {
         "train_batch_size": train.batch_size,
         "train_micro_batch_size_per_gpu": micro_batch_size(train, world),
         "gradient_accumulation_steps": train.gradient_accumulation,
         "optimizer": {
             "type": "Adam",
-            # torch's Adam (L2 weight decay, as the paper's Adam): no compiled op needed on any device.
-            # foreach: one multi-tensor op per update step rather than a Python loop over the tensors.
+            # torch's Adam (L2 weight decay, as the paper's Adam) on the float32 weights: no compiled op
+            # needed on any device. fused: one kernel per update step, where torch has it (5× faster than
+            # the per-tensor loop for BEATs-base on the CPU, where foreach is slower still: its
+            # weight-decay add allocates a copy of every gradient); else foreach, one op per step.
             "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
-                       "torch_adam": True, "adam_w_mode": False, "foreach": True},
+                       "torch_adam": True, "adam_w_mode": False, "fused": fused, "foreach": not fused},
         },
         "scheduler": {
             "type": "WarmupCosineLR",
@@ -119,7 +149,9 @@ class Engine:
     def __init__(self, model: nn.Module, train: TrainConfig, world: int, total_steps: int):
         import deepspeed
 
-        self.config = deepspeed_config(train, world, total_steps)
+        from deepspeed.accelerator import get_accelerator
+
+        self.config = deepspeed_config(train, world, total_steps, get_accelerator().device_name())
         groups = parameter_groups(model, train.optimizer.weight_decay)
         if not groups:
             raise ConfigError("nothing to train: every parameter is frozen (check train.finetune / partial_top_k)")
