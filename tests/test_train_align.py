@@ -13,7 +13,7 @@ import torch
 
 from modbind.config import Recipe, TrainConfig
 from modbind.errors import ConfigError, DataError
-from modbind.train.engine import Engine, deepspeed_config, init_distributed
+from modbind.train.engine import Engine, compiles, deepspeed_config, init_distributed
 from modbind.train.trainer import StepReport, run_alignment
 from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
@@ -50,6 +50,11 @@ def test_deepspeed_config_carries_the_recipe() -> None:
     assert not config["fp16"]["enabled"] and config["zero_optimization"]["stage"] == 2
     with pytest.raises(ConfigError, match="multiple of 6"):
         deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
+
+
+def test_compile_auto_means_on_cuda() -> None:
+    assert compiles(TrainConfig(), "cuda") and not compiles(TrainConfig(), "cpu")
+    assert compiles(TrainConfig(compile=True), "cpu") and not compiles(TrainConfig(compile=False), "cuda")
 
 
 def test_engine_runs_torch_fused_adam_on_the_cpu() -> None:
@@ -212,16 +217,26 @@ def test_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(world, imu_plug
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
 
 
-def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plugin) -> None:
+def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plugin, monkeypatch) -> None:
     import modbind
 
     from torch._dynamo.utils import counters
 
-    plain = run_alignment(recipe_for(world, "not-compiled", max_steps=4), progress=False)
     counters.clear()
-    compiled = run_alignment(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager"),
-                             progress=False)
+    plain = run_alignment(recipe_for(world, "not-compiled", max_steps=4), progress=False)  # auto: no compile on CPU
+    assert counters["stats"]["unique_graphs"] == 0
+    compiles: list[dict] = []
+    real_compile = torch.compile
+
+    def recorded_compile(*args, **kwargs):
+        compiles.append(kwargs)
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recorded_compile)
+    compiled = run_alignment(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager",
+                                        compile_mode="reduce-overhead"), progress=False)
     assert counters["stats"]["unique_graphs"] > 0  # dynamo really captured the model's forward
+    assert [(c["backend"], c["mode"]) for c in compiles] == [("eager", "reduce-overhead")]
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-5, atol=1e-6)
     from safetensors.torch import load_file
 

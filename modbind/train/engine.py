@@ -91,6 +91,11 @@ def fused_adam_supported(device_type: str) -> bool:
     return device_type == "cuda" or (device_type == "cpu" and torch.__version__ >= "2.4")
 
 
+def compiles(train: TrainConfig, device_type: str) -> bool:
+    """Whether the model runs through torch.compile: ``train.compile``, where ``auto`` means on CUDA."""
+    return train.compile is True or (train.compile == "auto" and device_type == "cuda")
+
+
 def deepspeed_config(train: TrainConfig, world: int, total_steps: int, device_type: str = "cpu") -> dict[str, Any]:
     """The DeepSpeed JSON config for a recipe: Adam, warm-up + cosine max→min LR, clipping, precision, ZeRO."""
     opt = train.optimizer
@@ -151,7 +156,8 @@ class Engine:
 
         from deepspeed.accelerator import get_accelerator
 
-        self.config = deepspeed_config(train, world, total_steps, get_accelerator().device_name())
+        device_type = get_accelerator().device_name()
+        self.config = deepspeed_config(train, world, total_steps, device_type)
         groups = parameter_groups(model, train.optimizer.weight_decay)
         if not groups:
             raise ConfigError("nothing to train: every parameter is frozen (check train.finetune / partial_top_k)")
@@ -160,8 +166,10 @@ class Engine:
         if world == 1 and train.zero_stage == 0:
             # one rank: the bucketed all-reduce would only flatten and copy every gradient
             self._engine.enable_backward_allreduce = False
-        if train.compile:
-            self._engine.compile(backend=train.compile_backend)  # in place: state-dict keys are unchanged
+        if compiles(train, device_type):
+            mode = {} if train.compile_mode == "default" else {"mode": train.compile_mode}
+            # in place: state-dict keys are unchanged
+            self._engine.compile(backend=train.compile_backend, compile_kwargs=mode)
 
     @property
     def module(self) -> nn.Module:
