@@ -314,3 +314,26 @@ def test_runs_on_cuda(tiny, plugin, io):
     with torch.no_grad():
         out = gpu(plugin.featurize(batch, options))
     torch.testing.assert_close(out.tokens.cpu(), io["masked.features"], atol=1e-3, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_flex_trains_like_sdpa_on_cuda(beats_dir, plugin, io, precision):
+    """The fused (compiled) FlexAttention kernel: same outputs and gradients as SDPA on the fixture."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    options = plugin.options({"checkpoint": str(beats_dir / "tiny_beats.pt"), "layerdrop": 0.0})
+    batch = {"waveform": io["input.batch_source"].cuda(), "padding_mask": io["input.batch_padding_mask"].cuda()}
+    results = {}
+    for kernel in ("sdpa", "flex"):
+        encoder = plugin.build_encoder(options.model_copy(update={"attention": kernel})).cuda().train()
+        features = plugin.featurize(batch, options)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            tokens = encoder(features).tokens
+        tokens.float().square().sum().backward()
+        results[kernel] = tokens.float().detach(), {n: p.grad.float() for n, p in encoder.named_parameters()}
+    atol, rtol = (1e-4, 1e-3) if precision == "fp32" else (5e-2, 5e-2)
+    torch.testing.assert_close(results["flex"][0], results["sdpa"][0], atol=atol, rtol=rtol)
+    for name, grad in results["sdpa"][1].items():
+        scale = grad.abs().max().clamp_min(1e-6)
+        torch.testing.assert_close(results["flex"][1][name] / scale, grad / scale, atol=atol, rtol=rtol, msg=name)

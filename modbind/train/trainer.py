@@ -243,11 +243,12 @@ class TrainLoop:
         if not len(batch):
             loss = loss + sum((p.float() * 0).sum() for p in module.parameters() if p.requires_grad)
         self.engine.backward(loss * self.world)
-        counts = torch.tensor([len(batch) + len(batch.skipped), len(batch.skipped)], dtype=torch.long,
-                              device=self.device)
-        if self.world > 1:
+        seen, skipped = len(batch) + len(batch.skipped), len(batch.skipped)
+        if self.world > 1:  # one rank knows its counts without a device round trip (a host sync each)
+            counts = torch.tensor([seen, skipped], dtype=torch.long, device=self.device)
             dist.all_reduce(counts)
-        return float(loss.detach()), int(counts[0]), int(counts[1])
+            seen, skipped = counts.tolist()
+        return float(loss.detach()), seen, skipped
 
     def validate(self) -> None:
         """Validation InfoNCE over ``data.val`` (eval crops, no augmentation, no gradient), logged as ``val``.
