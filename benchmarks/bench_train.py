@@ -25,8 +25,9 @@ Rows (``--rows``, default all; a row that needs a GPU prints "not measured" on a
 
 Every table row carries its date, device, torch and DeepSpeed versions.
 
-    python benchmarks/bench_train.py --size base --batch 2 --seconds 4 --steps 12           # CPU
-    python benchmarks/bench_train.py --device cuda --precision bf16 --batch 64 --steps 20   # GPU
+    python benchmarks/bench_train.py --size base --batch 2 --seconds 4 --steps 12 --threads 1   # CPU
+    python benchmarks/bench_train.py --device cuda --precision bf16 --batch 64 --steps 20       # GPU
+(benchmarks/README.md has the full command lines, split in two GPU runs, and the peer's environment.)
 """
 
 from __future__ import annotations
@@ -767,31 +768,35 @@ class Bench:
             for w in workers.values():
                 w.finish()
             stats = {name: spread([t["wall"] for t in times[name]]) for name in workers}
-            saved = stats["eager"]["median"] - stats["compiled"]["median"]
+            ratio = paired_ratio(times["compiled"], times["eager"])
+            saved = stats["eager"]["median"] * (1 - ratio["median"])  # per step, from the paired rounds
             compile_s = first["compiled"] - stats["compiled"]["median"]
             break_even = f"{compile_s / saved:.0f} steps" if saved > 0 else "never (not faster)"
             peak = peak_tflops(self.env["device"]) if self.gpu else None
             mfu = f"{flops / stats['compiled']['median'] / (peak * 1e12):.1%}" if peak else "not measured"
-            self.results.setdefault("compile", {})[size] = {"first": first, "stats": stats}
+            cpu = {name: spread([t["cpu"] for t in times[name]])["median"] for name in workers}
+            self.results.setdefault("compile", {})[size] = {"first": first, "stats": stats, "times": times}
             rows_out.append([f"BEATs-{size} {args.precision}", f"{args.batch} x {args.seconds:g} s", args.compile_mode,
-                             f"{first['compiled']:.1f}", f"{stats['eager']['median']:.4f}",
-                             f"{stats['compiled']['median']:.4f}", f"{stats['compiled']['median'] / stats['eager']['median']:.3f}",
+                             f"{first['compiled']:.1f}", f"{stats['eager']['min']:.4f} / {stats['eager']['median']:.4f}",
+                             f"{stats['compiled']['min']:.4f} / {stats['compiled']['median']:.4f}",
+                             f"{cpu['eager']:.4f} / {cpu['compiled']:.4f}", f"{ratio['median']:.3f} (IQR {ratio['iqr']:.3f})",
                              break_even, mfu])
         self.table("compile: train.compile on vs off (inductor), interleaved",
-                   ["model", "batch", "mode", "first compiled step s (compile)", "eager s/step", "compiled s/step",
-                    "compiled / eager", "compile pays back after", "MFU compiled"], rows_out)
+                   ["model", "batch", "mode", "first compiled step s (compile)", "eager s/step min / median",
+                    "compiled s/step min / median", "CPU s/step median eager / compiled",
+                    "compiled / eager (per-round median)", "compile pays back after", "MFU compiled"], rows_out)
 
     def peer_row(self) -> None:
         title = "peer: LAION-CLAP's training step vs modbind's trainer, HTS-AT at 48 kHz"
         python = self.args.peer_python
-        if python is None:
+        if python is None or not python.expanduser().exists():
             return self.not_measured(title, "pass --peer-python, the python of an environment with laion_clap "
                                      "(benchmarks/README.md)")
         options = plugin_options("audio_htsat", "base", self.args.seconds, sample_rate=PEER_SAMPLE_RATE)
         modbind = self.start("peer-modbind", self.spec("trainer", plugin="audio_htsat", options=options))
         peer_spec = {"batch": self.args.batch, "seconds": self.args.seconds, "device": self.args.device,
                      "precision": self.args.precision, "threads": self.args.threads}
-        peer = self.start("peer-laion-clap", peer_spec, python=python,
+        peer = self.start("peer-laion-clap", peer_spec, python=python.expanduser(),
                           script=Path(__file__).resolve().parent / "bench_peer_clap.py")
         workers = {"modbind": modbind, "laion_clap": peer}
         times = interleave(workers, self.args.steps, self.args.warmup)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,16 @@ def test_deepspeed_config_carries_the_recipe() -> None:
 def test_compile_auto_means_on_cuda() -> None:
     assert compiles(TrainConfig(), "cuda") and not compiles(TrainConfig(), "cpu")
     assert compiles(TrainConfig(compile=True), "cpu") and not compiles(TrainConfig(compile=False), "cuda")
+
+
+def test_one_cpu_process_skips_deepspeeds_shared_memory_op() -> None:
+    """No peer to all-reduce with: no op to load at start-up and no buffers left in /dev/shm."""
+    code = ("from modbind.train.engine import init_distributed; init_distributed(); "
+            "import deepspeed.comm.comm as comm; print('op', comm.cdb.shm_comm_op)")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "op None" in done.stdout
 
 
 def test_engine_runs_torch_fused_adam_on_the_cpu() -> None:

@@ -178,7 +178,7 @@ class CaptionCache:
                     f"caption cache {self.folder} is for anchor {self.anchor_identity}, "
                     f"but the loader gave {anchor.identity}; use CaptionCache(root, anchor.identity)"
                 )
-            self._write_meta(anchor.dim, anchor.logit_scale)
+            self._write_meta(anchor.dim, getattr(anchor, "logit_scale", None))  # absent on text-only stand-ins
             with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
                 for start in range(0, len(todo), self.shard_rows):
                     chunk = todo[start : start + self.shard_rows]
@@ -241,13 +241,13 @@ class CaptionCache:
             )
         return target
 
-    def _write_meta(self, dim: int, logit_scale: float) -> None:
+    def _write_meta(self, dim: int, logit_scale: float | None) -> None:
         meta = self.folder / "cache.json"
         if meta.is_file():
             recorded = json.loads(meta.read_text(encoding="utf-8"))
             if recorded.get("dim") != dim:
                 raise DataError(f"{meta}: cache holds {recorded.get('dim')}-d embeddings but the anchor gives {dim}-d")
-            if recorded.get("logit_scale") is not None:
+            if recorded.get("logit_scale") is not None or logit_scale is None:
                 return
         write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim,
                                  "logit_scale": logit_scale})
