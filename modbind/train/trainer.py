@@ -4,7 +4,7 @@ Generic over modalities: it sees the encoder only through :class:`modbind.contra
 The frozen anchor only supplies cached caption embeddings, its dimension, its logit scale (the initial
 temperature) and a fingerprint checked before and after training; it never enters the engine. When the
 caption cache already holds every caption (and records dim and logit scale), the anchor is not loaded at
-all: that saves the open_clip/transformers imports and the tower build at start-up (~8 s on 2 cores).
+all: that saves the open_clip/transformers imports and the tower build at start-up (~3 s on 2 cores).
 """
 
 from __future__ import annotations
