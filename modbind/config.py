@@ -135,11 +135,15 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(3, ge=1)
     """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
     so that a checkpoint damaged by a crash leaves one to resume from."""
-    compile: bool = False
-    """torch.compile the trainable model (DeepSpeed's ``engine.compile``): faster steps on GPUs for long
-    runs; the first steps pay the compile time. Off by default, as in the paper's runs."""
+    compile: bool | Literal["auto"] = "auto"
+    """torch.compile the trainable model (DeepSpeed's ``engine.compile``); the first steps pay the compile
+    time. ``auto``: on CUDA devices only (on the CPU inductor's compile takes longer than it saves in a
+    short run: see benchmarks/README.md)."""
     compile_backend: str = "inductor"
     """torch.compile backend; ``eager`` only captures the graphs (a quick check that a model compiles)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """torch.compile mode: ``reduce-overhead`` replays CUDA graphs (static shapes: fixed crops, fixed batch),
+    ``max-autotune`` also searches kernel configurations (longer compile)."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
 
     @model_validator(mode="after")

@@ -13,6 +13,8 @@ from safetensors.torch import load_file, save_file
 from modbind.audio.io import AudioClip
 from modbind.errors import CheckpointError, ConfigError
 from modbind.plugins import get_registry
+from modbind_audio_beats import attention
+from modbind_audio_beats.attention import resolve_kernel
 from modbind_audio_beats.config import BASE, BeatsConfig
 from modbind_audio_beats.model import BeatsEncoder, masked_mean
 from modbind_audio_beats.plugin import BeatsPlugin
@@ -140,6 +142,100 @@ def test_gradient_checkpointing_gives_the_same_gradients(plugin):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.fixture
+def flex_calls(monkeypatch) -> list[str]:
+    """Records each FlexAttention call, so a test knows the flex path ran rather than SDPA."""
+    calls: list[str] = []
+    real = attention._flex
+
+    def counted(*args, **kwargs):
+        calls.append("flex")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "_flex", counted)
+    return calls
+
+
+UNFUSED_FLEX = "ignore:flex_attention called without torch.compile"  # the CPU runs torch's reference, on purpose
+
+
+@pytest.mark.filterwarnings(UNFUSED_FLEX)
+@pytest.mark.parametrize("case,source,mask_name", [
+    ("masked", "batch_source", "input.batch_padding_mask"),
+    ("nomask", "batch_source", None),
+    ("single", "single_source", None),
+])
+def test_flex_attention_reproduces_official_outputs(beats_dir, plugin, io, flex_calls, case, source, mask_name):
+    options = plugin.options({"checkpoint": str(beats_dir / "tiny_beats.pt"), "attention": "flex"})
+    encoder = plugin.build_encoder(options).eval()
+    features, outputs, patch_mask = _run(plugin, options, encoder, io[f"input.{source}"], io.get(mask_name))
+    assert len(flex_calls) == encoder.config.encoder_layers
+    torch.testing.assert_close(outputs[-1], io[f"{case}.features"], atol=ATOL, rtol=0)
+    for index in range(encoder.config.encoder_layers):
+        if f"{case}.encoder_layer_{index}" in io:
+            torch.testing.assert_close(outputs[2 + index], io[f"{case}.encoder_layer_{index}"], atol=ATOL, rtol=0)
+
+
+def _parameter_gradients(plugin, options, kernel, dtype, waveform, mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Outputs and parameter gradients of a scalar loss over every output token of the fixture model."""
+    encoder = plugin.build_encoder(options.model_copy(update={"attention": kernel})).to(dtype).train()
+    features = plugin.featurize({"waveform": waveform, "padding_mask": mask}, options)
+    out = encoder({"features": features["features"].to(dtype), "padding_mask": features["padding_mask"]})
+    weights = torch.linspace(-1.0, 1.0, out.tokens.shape[-1], dtype=dtype)
+    (out.tokens * weights).square().sum().backward()
+    return out.tokens.detach(), {n: p.grad for n, p in encoder.named_parameters()}
+
+
+# float64 shows the two paths compute the same function (differences are rounding only); float32 is what
+# training runs: its tolerance is that of the gradient-checkpointing comparison above.
+@pytest.mark.filterwarnings(UNFUSED_FLEX)
+@pytest.mark.parametrize("dtype,atol,rtol", [(torch.float64, 1e-10, 1e-8), (torch.float32, 1e-5, 1e-4)])
+def test_flex_and_sdpa_give_the_same_outputs_and_gradients(beats_dir, plugin, io, monkeypatch, flex_calls,
+                                                           dtype, atol, rtol):
+    """Forward and every parameter's gradient, on the fixture weights and its padded batch (row 1 is 30 %
+    padding). torch refuses FlexAttention's backward on the CPU before running it; its unfused reference
+    (the same score_mod and block mask, differentiated by torch) is what is lifted here and compared."""
+    from torch.nn.attention import flex_attention as torch_flex
+
+    monkeypatch.setattr(torch_flex, "_validate_device", lambda *tensors: None)
+    options = plugin.options({"checkpoint": str(beats_dir / "tiny_beats.pt"), "layerdrop": 0.0})
+    waveform, mask = io["input.batch_source"].to(dtype), io["input.batch_padding_mask"]
+    sdpa_out, sdpa_grads = _parameter_gradients(plugin, options, "sdpa", dtype, waveform, mask)
+    assert not flex_calls
+    flex_out, flex_grads = _parameter_gradients(plugin, options, "flex", dtype, waveform, mask)
+    assert flex_calls
+    torch.testing.assert_close(flex_out, sdpa_out, atol=atol, rtol=rtol)
+    assert sdpa_grads.keys() == flex_grads.keys()
+    for name, grad in sdpa_grads.items():
+        if "relative_attention_bias" in name or "grep" in name:  # what only the score_mod reaches
+            assert grad.abs().max() > 1e-4, name
+        torch.testing.assert_close(flex_grads[name], grad, atol=atol, rtol=rtol, msg=name)
+
+
+@pytest.mark.filterwarnings(UNFUSED_FLEX)
+def test_flex_says_why_it_cannot_train_on_the_cpu(beats_dir, plugin, io):
+    options = plugin.options({"checkpoint": str(beats_dir / "tiny_beats.pt"), "layerdrop": 0.0, "attention": "flex"})
+    encoder = plugin.build_encoder(options).train()
+    features = plugin.featurize({"waveform": io["input.batch_source"]}, options)
+    with pytest.raises(ConfigError, match="attention 'flex' cannot run here .*backward on CPU.*use attention: auto or sdpa"):
+        encoder(features)
+
+
+def test_attention_option_picks_the_kernel(plugin):
+    assert plugin.build_encoder(plugin.options({"size": "tiny"})).encoder.attention == "auto"
+    assert plugin.build_encoder(plugin.options({"size": "tiny", "attention": "sdpa"})).encoder.attention == "sdpa"
+    with pytest.raises(ConfigError, match="attention"):
+        plugin.options({"attention": "flash"})
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_kernel("auto", cpu, dropout_active=False) == "sdpa"
+    assert resolve_kernel("auto", cuda, dropout_active=False) == "flex"
+    assert resolve_kernel("auto", cuda, dropout_active=True) == "sdpa"  # flex has no attention dropout
+    assert resolve_kernel("sdpa", cuda, dropout_active=False) == "sdpa"
+    assert resolve_kernel("flex", cpu, dropout_active=False) == "flex"
+    with pytest.raises(ConfigError, match="'flex' has no attention dropout"):
+        resolve_kernel("flex", cuda, dropout_active=True)
+
+
 def test_layers_and_lora_targets_name_real_modules(plugin):
     options = plugin.options({"size": "tiny", "config": {"encoder_layers": 3}})
     encoder = plugin.build_encoder(options)
@@ -218,3 +314,26 @@ def test_runs_on_cuda(tiny, plugin, io):
     with torch.no_grad():
         out = gpu(plugin.featurize(batch, options))
     torch.testing.assert_close(out.tokens.cpu(), io["masked.features"], atol=1e-3, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_flex_trains_like_sdpa_on_cuda(beats_dir, plugin, io, precision):
+    """The fused (compiled) FlexAttention kernel: same outputs and gradients as SDPA on the fixture."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    options = plugin.options({"checkpoint": str(beats_dir / "tiny_beats.pt"), "layerdrop": 0.0})
+    batch = {"waveform": io["input.batch_source"].cuda(), "padding_mask": io["input.batch_padding_mask"].cuda()}
+    results = {}
+    for kernel in ("sdpa", "flex"):
+        encoder = plugin.build_encoder(options.model_copy(update={"attention": kernel})).cuda().train()
+        features = plugin.featurize(batch, options)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            tokens = encoder(features).tokens
+        tokens.float().square().sum().backward()
+        results[kernel] = tokens.float().detach(), {n: p.grad.float() for n, p in encoder.named_parameters()}
+    atol, rtol = (1e-4, 1e-3) if precision == "fp32" else (5e-2, 5e-2)
+    torch.testing.assert_close(results["flex"][0], results["sdpa"][0], atol=atol, rtol=rtol)
+    for name, grad in results["sdpa"][1].items():
+        scale = grad.abs().max().clamp_min(1e-6)
+        torch.testing.assert_close(results["flex"][1][name] / scale, grad / scale, atol=atol, rtol=rtol, msg=name)

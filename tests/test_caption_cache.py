@@ -49,7 +49,7 @@ class CountingAnchor:
 
     def __init__(self, anchor, fail_after_calls: int | None = None):
         self.inner = anchor
-        self.identity, self.dim = anchor.identity, anchor.dim
+        self.identity, self.dim, self.logit_scale = anchor.identity, anchor.dim, anchor.logit_scale
         self.embedded: list[str] = []
         self.forward_calls = 0
         self.fail_after_calls = fail_after_calls
@@ -77,6 +77,7 @@ def test_cache_returns_what_encode_text_returns(anchor, tmp_path: Path) -> None:
     cache = CaptionCache(tmp_path, anchor.identity, shard_rows=3)
     cache.ensure(CAPTIONS, lambda: anchor, batch_size=2, progress=False)
     assert len(cache) == len(set(CAPTIONS)) and cache.dim == anchor.dim
+    assert cache.logit_scale == pytest.approx(anchor.logit_scale)  # training needs no anchor when warm
     assert len(list(cache.folder.glob("shard-*.safetensors"))) == 3  # 8 captions, 3 per shard
     query = list(reversed(CAPTIONS))
     torch.testing.assert_close(cache.get(query), anchor.encode_text(query), atol=1e-6, rtol=0)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
+import modbind
 from modbind.config import Recipe, TrainConfig
 from modbind.errors import ConfigError, DataError
-from modbind.train.engine import deepspeed_config
-import modbind
+from modbind.train.engine import Engine, compiles, deepspeed_config, init_distributed
 from modbind.train.trainer import StepReport
-from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,12 +46,36 @@ def test_deepspeed_config_carries_the_recipe() -> None:
     assert config["train_micro_batch_size_per_gpu"] == 16
     assert config["optimizer"]["params"]["betas"] == [0.9, 0.98]
     assert config["optimizer"]["params"]["weight_decay"] == 1e-6
+    assert config["optimizer"]["params"]["fused"] and not config["optimizer"]["params"]["foreach"]
+    assert not deepspeed_config(train, world=2, total_steps=1000, device_type="mps")["optimizer"]["params"]["fused"]
     assert config["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(1e-5 / 5e-5)
     assert config["scheduler"]["params"]["warmup_num_steps"] == 500
     assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
     assert not config["fp16"]["enabled"] and config["zero_optimization"]["stage"] == 2
     with pytest.raises(ConfigError, match="multiple of 6"):
         deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
+
+
+def test_compile_auto_means_on_cuda() -> None:
+    assert compiles(TrainConfig(), "cuda") and not compiles(TrainConfig(), "cpu")
+    assert compiles(TrainConfig(compile=True), "cpu") and not compiles(TrainConfig(compile=False), "cuda")
+
+
+def test_one_cpu_process_skips_deepspeeds_shared_memory_op() -> None:
+    """No peer to all-reduce with: no op to load at start-up and no buffers left in /dev/shm."""
+    code = ("from modbind.train.engine import init_distributed; init_distributed(); "
+            "import deepspeed.comm.comm as comm; print('op', comm.cdb.shm_comm_op)")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "op None" in done.stdout
+
+
+def test_engine_runs_torch_fused_adam_on_the_cpu() -> None:
+    init_distributed()
+    engine = Engine(torch.nn.Linear(4, 4), TrainConfig(batch_size=2), world=1, total_steps=10)
+    optimizer = engine._engine.optimizer
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"] and not optimizer.defaults["foreach"]
 
 
 def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
@@ -68,6 +95,30 @@ def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) 
     card = json.loads((result.export_dir / "card.json").read_text())
     assert card["plugin"] == "imu_conv" and card["metrics"]["steps"] == 240
     assert (result.out_dir / "recipe.yaml").is_file()
+
+
+def test_a_warm_caption_cache_trains_without_loading_the_anchor(world, imu_plugin, monkeypatch) -> None:
+    """The cache records what training needs from the anchor (dim, logit scale), so a warm start skips it."""
+    loads: list[int] = []
+    import modbind.anchor
+
+    real_load = modbind.anchor.load_anchor
+
+    def counted_load(*args, **kwargs):
+        loads.append(1)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(modbind.anchor, "load_anchor", counted_load)
+    runs, cards = {}, {}
+    for name in ("cold", "warm"):
+        recipe = recipe_for(world, name, max_steps=3)
+        recipe.data.caption_cache = world["root"] / "own-caption-cache"
+        runs[name] = modbind.align(recipe, progress=False)
+        cards[name] = json.loads((runs[name].export_dir / "card.json").read_text())
+        loads.append(name)
+    assert loads == [1, "cold", "warm"]  # the cold run filled the cache with the anchor; the warm one never loaded it
+    assert runs["warm"].history == runs["cold"].history  # same dim and initial temperature, same training
+    assert cards["warm"]["anchor_identity"] == cards["cold"]["anchor_identity"]
 
 
 class Crash(RuntimeError):
@@ -95,8 +146,8 @@ def test_resume_after_a_crash_mid_epoch_continues_exactly(world, imu_plugin) -> 
 
 
 def test_lora_trains_only_adapters_head_and_temperature(world, imu_plugin) -> None:
-    from modbind.plugins import get_registry
     from modbind.model import AlignedEncoder
+    from modbind.plugins import get_registry
     from modbind.train.finetune import apply_finetune
 
     recipe = recipe_for(world, "lora", max_steps=6, finetune="lora", lora={"r": 4, "alpha": 8, "dropout": 0.0})
@@ -179,16 +230,26 @@ def test_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(world, imu_plug
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
 
 
-def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plugin) -> None:
-    import modbind
-
+def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plugin, monkeypatch) -> None:
     from torch._dynamo.utils import counters
 
-    plain = modbind.align(recipe_for(world, "not-compiled", max_steps=4), progress=False)
+    import modbind
+
     counters.clear()
-    compiled = modbind.align(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager"),
-                             progress=False)
+    plain = modbind.align(recipe_for(world, "not-compiled", max_steps=4), progress=False)  # auto: no compile on CPU
+    assert counters["stats"]["unique_graphs"] == 0
+    compiles: list[dict] = []
+    real_compile = torch.compile
+
+    def recorded_compile(*args, **kwargs):
+        compiles.append(kwargs)
+        return real_compile(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recorded_compile)
+    compiled = modbind.align(recipe_for(world, "compiled", max_steps=4, compile=True, compile_backend="eager",
+                                        compile_mode="reduce-overhead"), progress=False)
     assert counters["stats"]["unique_graphs"] > 0  # dynamo really captured the model's forward
+    assert [(c["backend"], c["mode"]) for c in compiles] == [("eager", "reduce-overhead")]
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-5, atol=1e-6)
     from safetensors.torch import load_file
 

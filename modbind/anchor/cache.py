@@ -3,7 +3,8 @@
 Layout (one folder per anchor identity under ``root``; captions and pictures use separate roots)::
 
     root/<identity-slug>-<hash>/
-        cache.json                        identity + dim, for humans and sanity checks
+        cache.json                        identity, dim and logit scale: what training needs from the
+                                          anchor when every caption is cached (it then never loads it)
         shard-<time>-<pid>-<rand>.safetensors   "embeddings" (n, dim) float32, "keys" (n, 32) uint8
 
 A key is the sha256 of the exact caption text (or of a picture file's bytes); the folder is the anchor
@@ -141,6 +142,15 @@ class EmbeddingCache:
         index = self._refresh() if refresh or self._index is None else self._index
         return index.find(np.array(list(keys), dtype=f"S{KEY_BYTES}"))
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The anchor's logit scale as recorded when the cache was built (None for an empty or older cache)."""
+        meta = self.folder / "cache.json"
+        if not meta.is_file():
+            return None
+        value = json.loads(meta.read_text(encoding="utf-8")).get("logit_scale")
+        return float(value) if value is not None else None
+
     def fetch(self, keys: Sequence[bytes]) -> Tensor:
         """(N, dim) float32 embeddings of keys known to be present (see :meth:`rows`)."""
         rows = self.rows(keys, refresh=False)
@@ -152,12 +162,12 @@ class EmbeddingCache:
             return torch.empty(0, self.dim or 0, dtype=torch.float32)
         return torch.from_numpy(self._refresh().gather(rows, self.dim or 0))
 
-    def add(self, keys: Sequence[bytes], embeddings: Tensor) -> None:
+    def add(self, keys: Sequence[bytes], embeddings: Tensor, *, logit_scale: float | None = None) -> None:
         """Store embeddings under their keys: one immutable shard per ``shard_rows`` rows."""
         if not len(keys):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._write_meta(int(embeddings.shape[1]))
+        self._write_meta(int(embeddings.shape[1]), logit_scale)
         for start in range(0, len(keys), self.shard_rows):
             self._write_shard(keys[start : start + self.shard_rows], embeddings[start : start + self.shard_rows])
         self._refresh()
@@ -206,14 +216,16 @@ class EmbeddingCache:
             )
         return target
 
-    def _write_meta(self, dim: int) -> None:
+    def _write_meta(self, dim: int, logit_scale: float | None) -> None:
         meta = self.folder / "cache.json"
         if meta.is_file():
             recorded = json.loads(meta.read_text(encoding="utf-8"))
             if recorded.get("dim") != dim:
                 raise DataError(f"{meta}: cache holds {recorded.get('dim')}-d embeddings but the anchor gives {dim}-d")
-            return
-        write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim})
+            if recorded.get("logit_scale") is not None or logit_scale is None:
+                return
+        write_json_atomic(meta, {"format": FORMAT, "identity": self.anchor_identity, "dim": dim,
+                                 "logit_scale": logit_scale})
 
 
 class CaptionCache(EmbeddingCache):
@@ -262,7 +274,8 @@ class CaptionCache(EmbeddingCache):
             with tqdm(total=len(todo), desc="caption cache", unit="caption", disable=not progress) as bar:
                 for start in range(0, len(todo), self.shard_rows):
                     chunk = todo[start : start + self.shard_rows]
-                    self.add([caption_key(t) for t in chunk], anchor.encode_text(chunk, batch_size=batch_size))
+                    self.add([caption_key(t) for t in chunk], anchor.encode_text(chunk, batch_size=batch_size),
+                             logit_scale=getattr(anchor, "logit_scale", None))  # absent on text-only stand-ins
                     bar.update(len(chunk))
         return len(todo)
 

@@ -3,10 +3,11 @@
 Module and parameter names mirror the official ``BEATs`` / ``TransformerEncoder`` so an official
 ``state_dict`` loads strictly. Differences are in *how*, never *what*:
 
-* attention runs through ``F.scaled_dot_product_attention``. The official code computes
-  ``softmax((q·k·s - rowmax) + gate * bias)`` with -inf on padded keys; the row max is a constant per
-  softmax row, so the same probabilities come from SDPA with the gated relative-position bias (plus a
-  large negative value on padded keys) as an additive float mask;
+* attention runs through fused kernels (:mod:`modbind_audio_beats.attention`). The official code
+  computes ``softmax((q·k·s - rowmax) + gate * bias)`` with -inf on padded keys; the row max is a
+  constant per softmax row, so the same probabilities come from SDPA with the gated relative-position
+  bias (plus a large negative value on padded keys) as an additive float mask, or from FlexAttention
+  adding the gated bias in a ``score_mod`` with the padded keys in a block mask;
 * the relative-position bias is computed once per forward and shared by all layers (the official code
   shares one embedding between the layers and passes the bias from layer to layer, which is the same
   thing); the state_dict still lists the table under every layer, as copies;
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from modbind.contracts import Batch, EncoderOutput, ModalityEncoder
+from modbind_audio_beats.attention import AttentionChoice, AttentionInputs, attend, resolve_kernel
 from modbind_audio_beats.config import BeatsConfig
 
 
@@ -101,7 +103,7 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
 
 
 class BeatsAttention(nn.Module):
-    """Multi-head self-attention with GRU-gated relative-position bias, run on fused SDPA."""
+    """Multi-head self-attention with GRU-gated relative-position bias, run on a fused kernel."""
 
     def __init__(self, config: BeatsConfig):
         super().__init__()
@@ -118,33 +120,21 @@ class BeatsAttention(nn.Module):
             self.grep_linear = nn.Linear(self.head_dim, 8)
             self.grep_a = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
 
-    def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
-        """x (B, L, C); position_bias (H, L, L) or None; key_padding_mask (B, L) True = padding."""
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        """x (B, L, C) -> (B, L, C); ``inputs`` carries the shared bias, padding and kernel choice."""
         batch, length, dim = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        mask = self._additive_mask(q, position_bias, key_padding_mask)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        gate = self._gate(q) if inputs.position_bias is not None and self.gru_rel_pos else None
+        out = attend(q, k, v, gate, inputs, self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
 
-    def _additive_mask(self, q: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None) -> Tensor | None:
-        mask: Tensor | None = None
-        if position_bias is not None:
-            bias = position_bias[None].to(q.dtype)
-            if self.gru_rel_pos:
-                gates = torch.sigmoid(self.grep_linear(q).view(*q.shape[:3], 2, 4).sum(-1))
-                gate_a, gate_b = gates.chunk(2, dim=-1)  # (B, H, L, 1) each
-                bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias
-            mask = bias
-        if key_padding_mask is not None:
-            pad = key_padding_mask[:, None, None, :]
-            if mask is None:
-                mask = torch.zeros(pad.shape, dtype=q.dtype, device=q.device)
-            mask = mask.masked_fill(pad, torch.finfo(mask.dtype).min)
-        return mask.to(q.dtype) if mask is not None else None
+    def _gate(self, q: Tensor) -> Tensor:
+        """(B, H, L, 1) GRU gate scaling each query's relative-position bias (the official ``gate_a_1``)."""
+        gates = torch.sigmoid(self.grep_linear(q).view(*q.shape[:3], 2, 4).sum(-1))
+        gate_a, gate_b = gates.chunk(2, dim=-1)
+        return gate_a * (gate_b * self.grep_a - 1.0) + 2.0
 
 
 class BeatsLayer(nn.Module):
@@ -164,11 +154,11 @@ class BeatsLayer(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.alpha = math.pow(2 * config.encoder_layers, 0.25) if config.deep_norm else 1.0
 
-    def forward(self, x: Tensor, position_bias: Tensor | None, padding_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         if self.layer_norm_first:
-            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), position_bias, padding_mask))
+            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), inputs))
             return x + self.dropout(self._ffn(self.final_layer_norm(x)))
-        x = self.self_attn_layer_norm(x * self.alpha + self.dropout(self.self_attn(x, position_bias, padding_mask)))
+        x = self.self_attn_layer_norm(x * self.alpha + self.dropout(self.self_attn(x, inputs)))
         return self.final_layer_norm(x * self.alpha + self.dropout(self._ffn(x)))
 
     def _ffn(self, x: Tensor) -> Tensor:
@@ -201,6 +191,8 @@ class BeatsTransformer(nn.Module):
         self.layerdrop = config.encoder_layerdrop
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.gradient_checkpointing = False
+        self.attention: AttentionChoice = "auto"
+        self.attention_dropout = config.attention_dropout
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> list[Tensor]:
         """x (B, L, C) -> the output of every layer (the last one is the encoder output)."""
@@ -210,16 +202,17 @@ class BeatsTransformer(nn.Module):
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        position_bias = self.position_bias(x.shape[1], x.device)
+        kernel = resolve_kernel(self.attention, x.device, self.training and self.attention_dropout > 0)
+        inputs = AttentionInputs.build(kernel, self.position_bias(x.shape[1], x.device), padding_mask)
         outputs = []
         for layer in self.layers:
             if self.gradient_decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, self.gradient_decay)
             if not self.training or float(torch.rand(())) > self.layerdrop:
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    x = checkpoint(layer, x, position_bias, padding_mask, use_reentrant=False)
+                    x = checkpoint(layer, x, inputs, use_reentrant=False)
                 else:
-                    x = layer(x, position_bias, padding_mask)
+                    x = layer(x, inputs)
             outputs.append(x)
         if self.layer_norm_first:
             outputs[-1] = self.layer_norm(outputs[-1])
@@ -313,6 +306,10 @@ class BeatsEncoder(ModalityEncoder):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.encoder.gradient_checkpointing = enabled
+
+    def set_attention(self, choice: AttentionChoice) -> None:
+        """Which attention kernel the layers use (see :mod:`modbind_audio_beats.attention`)."""
+        self.encoder.attention = choice
 
 
 def masked_mean(tokens: Tensor, padding_mask: Tensor | None) -> Tensor:

@@ -12,6 +12,7 @@ import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, preset_with_overrides
 from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
 from modbind.pretrained import PretrainedCheckpoint
+from modbind_audio_beats.attention import AttentionChoice
 from modbind_audio_beats.checkpoint import load_beats_checkpoint
 from modbind_audio_beats.config import PRESETS
 from modbind_audio_beats.frontend import SAMPLE_RATE, beats_features
@@ -28,6 +29,9 @@ class BeatsOptions(AudioEncoderOptions):
     """Official cfg keys overriding ``size`` (e.g. ``{"encoder_layers": 4}``); ignored with a checkpoint."""
     layerdrop: float | None = Field(None, ge=0.0, lt=1.0)
     """Override the cfg's ``encoder_layerdrop`` (0.05 in released checkpoints); None keeps it."""
+    attention: AttentionChoice = "auto"
+    """Attention kernel: ``sdpa`` (gated bias as an additive mask), ``flex`` (FlexAttention adds it in a
+    fused kernel; trains on CUDA only) or ``auto`` (flex on CUDA, sdpa elsewhere). Same outputs."""
 
     @model_validator(mode="after")
     def _sixteen_khz(self) -> BeatsOptions:
@@ -52,6 +56,7 @@ class BeatsPlugin(AudioEncoderPlugin[BeatsOptions]):
         encoder = super().build_encoder(options)
         if options.layerdrop is not None:
             encoder.encoder.layerdrop = options.layerdrop
+        encoder.set_attention(options.attention)
         return encoder
 
     def new_encoder(self, options: BeatsOptions) -> BeatsEncoder:
