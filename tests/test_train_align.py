@@ -59,8 +59,11 @@ def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) 
     assert np.mean(result.history[:5]) > 0.8 * chance
     assert np.mean(result.history[-20:]) < 0.25 * chance, result.history[-20:]
     records = metrics(result.out_dir)
-    steps = [r for r in records if "loss" in r]
-    assert [r["step"] for r in steps] == list(range(1, 241))
+    assert all({"event", "step", "time"} <= set(r) for r in records)  # every line says what it records
+    documented = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text(encoding="utf-8")
+    assert all(f"| `{r['event']}` |" in documented for r in records)
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 241)) and all("loss" in r for r in steps)
     # warm-up then cosine from lr to min_lr
     assert steps[2]["lr"] < steps[5]["lr"] and steps[-1]["lr"] == pytest.approx(3e-4, rel=1e-3)
     epochs = [r for r in records if r.get("event") == "epoch_end"]

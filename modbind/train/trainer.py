@@ -193,8 +193,8 @@ class TrainLoop:
                 bar.update(1)
                 bar.set_postfix(loss=f"{report.loss:.3f}", samples_s=f"{rate:.1f}", refresh=False)
                 if report.step % train.log_every == 0 or report.step == total_steps:
-                    self.log.write({"step": report.step, "epoch": epoch, "loss": report.loss, "lr": report.lr,
-                                    "logit_scale": report.logit_scale, "samples_per_s": rate,
+                    self.log.write({"event": "step", "step": report.step, "epoch": epoch, "loss": report.loss,
+                                    "lr": report.lr, "logit_scale": report.logit_scale, "samples_per_s": rate,
                                     "skipped_epoch": skips.skipped})
                     window_start, window_samples = time.perf_counter(), 0
                 next_state = {"epoch": epoch, "micro_step": micro_index + 1, "total_skipped": self.total_skipped,
@@ -332,7 +332,7 @@ class MetricsLog:
         record = {"time": round(time.time(), 3), **record}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
-        if self.board is not None and "loss" in record:
+        if self.board is not None and record.get("event") == "step":
             for key in ("loss", "lr", "logit_scale", "samples_per_s"):
                 self.board.add_scalar(f"train/{key}", record[key], record["step"])
             self.board.flush()
