@@ -113,8 +113,9 @@ class AugmentationEntry(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(64, ge=1)
-    """Global batch: per-device batch × devices × gradient accumulation."""
+    batch_size: int = Field(64, ge=2)
+    """Global batch: per-device batch × devices × gradient accumulation. At least 2: InfoNCE contrasts each
+    item with the rest of the global batch, so a batch of one has no negatives and its loss is always 0."""
     epochs: int = Field(5, ge=1)
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (overrides epochs when set)."""
@@ -140,6 +141,14 @@ class TrainConfig(Section):
     compile_backend: str = "inductor"
     """torch.compile backend; ``eager`` only captures the graphs (a quick check that a model compiles)."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_has_negatives(cls, batch_size: Any) -> Any:
+        if batch_size == 1:  # the bound below would only say "should be >= 2"; say why
+            raise ValueError("a global batch of 1 gives InfoNCE no negatives (the loss is always 0 and nothing "
+                             "is learned); use 2 or more (the paper uses 64)")
+        return batch_size
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainConfig":

@@ -51,6 +51,14 @@ def test_deepspeed_config_carries_the_recipe() -> None:
         deepspeed_config(TrainConfig(batch_size=64, gradient_accumulation=2), world=3, total_steps=10)
 
 
+def test_a_global_batch_of_one_is_refused_when_the_recipe_is_read() -> None:
+    from modbind.recipes import load_recipe
+
+    with pytest.raises(ConfigError, match=r"train.batch_size.*batch of 1 gives InfoNCE no negatives"):
+        load_recipe(None, ["train.batch_size=1"])
+    assert load_recipe(None, ["train.batch_size=2"]).train.batch_size == 2
+
+
 def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
     recipe = recipe_for(world, "converge", max_steps=240)
     result = modbind.align(recipe, progress=False)
