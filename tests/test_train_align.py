@@ -206,3 +206,21 @@ def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plug
     keys = set(load_file(str(compiled.export_dir / "model.safetensors")))
     assert keys == set(load_file(str(plain.export_dir / "model.safetensors")))  # no compile wrapper prefixes
     assert modbind.load(compiled.export_dir).card["plugin"] == "imu_conv"  # loads strictly
+
+
+def test_rows_without_a_training_caption_are_counted_per_source(world, imu_plugin, tmp_path, capsys) -> None:
+    lines = world["manifest"].read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows[:6]:
+        row["captions"] = {"de": ["nur deutsch"]}
+    manifest = world["manifest"].parent / "partly_german.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "run", max_steps=1)
+    settings["data"]["val"] = [{"manifest": str(world["manifest"])}]
+    capsys.readouterr()
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
+    err = capsys.readouterr().err
+    assert f"data.train[0] ({manifest}): 6 of 64 rows have no 'en' caption (data.caption_language)" in err
+    assert "data.val[0]" not in err  # every val row has one
+    [start] = [r for r in metrics(result.out_dir) if r["event"] == "start"]
+    assert start["without_caption"] == {"data.train[0]": 6, "data.val[0]": 0}

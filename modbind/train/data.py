@@ -45,6 +45,17 @@ class SourceExamples:
     examples: list[Example]
     weight: float
     without_captions: int = 0
+    """Rows left out because they have no caption in the training language."""
+    where: str = ""
+    """The recipe entry it comes from, e.g. ``data.train[0]``."""
+
+    def describe_left_out(self, language: str) -> str | None:
+        """A console line about rows without a caption in ``language`` (None when every row had one)."""
+        if not self.without_captions:
+            return None
+        rows = len(self.examples) + self.without_captions
+        return (f"{self.where} ({self.name}): {self.without_captions} of {rows} rows have no '{language}' caption "
+                "(data.caption_language) and are left out")
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,9 @@ def read_sources(sources: Sequence[DataSource], language: str, section: str = "d
                           f"--set '{section}=[{{manifest: train.jsonl}}]'")
     read: list[SourceExamples] = []
     for index, source in enumerate(sources):
+        where = f"{section}[{index}]"
         if is_shard_source(source.manifest):
-            read.append(_read_shards(source, language))
+            read.append(_read_shards(source, language, where))
             continue
         manifest = Path(source.manifest)
         root = Path(source.root) if source.root is not None else manifest.parent
@@ -102,11 +114,11 @@ def read_sources(sources: Sequence[DataSource], language: str, section: str = "d
         if not examples:
             raise DataError(f"{manifest}: no item has a '{language}' caption (data.caption_language); "
                             "nothing to train on")
-        read.append(SourceExamples(str(manifest), examples, source.weight, without))
+        read.append(SourceExamples(str(manifest), examples, source.weight, without, where))
     return read
 
 
-def _read_shards(source: DataSource, language: str) -> SourceExamples:
+def _read_shards(source: DataSource, language: str, where: str) -> SourceExamples:
     """Index packed shards once (headers only): random access later seeks straight to each item's bytes."""
     examples, without = [], 0
     for entry, ref in index_shards(source.manifest):
@@ -117,7 +129,7 @@ def _read_shards(source: DataSource, language: str) -> SourceExamples:
             without += 1
     if not examples:
         raise DataError(f"{source.manifest}: no packed item has a '{language}' caption (data.caption_language)")
-    return SourceExamples(str(source.manifest), examples, source.weight, without)
+    return SourceExamples(str(source.manifest), examples, source.weight, without, where)
 
 
 def all_captions(sources: Sequence[SourceExamples]) -> list[str]:

@@ -117,10 +117,15 @@ def run_alignment(
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
         tqdm.write(summary.describe())
+        for source in sources + val_sources:
+            left_out = source.describe_left_out(recipe.data.caption_language)
+            if left_out:
+                tqdm.write(f"warning: {left_out}", file=sys.stderr)
         log.write({"event": "start", "step": engine.global_step, "world_size": world, "device": str(device),
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
-                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
+                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                   "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
     loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
