@@ -254,13 +254,22 @@ def make_loader(dataset: AlignmentDataset, sampler: RankBatchSampler, num_worker
 
 @dataclass
 class SkipCounter:
-    """Skipped versus seen items for one epoch, with the stop rule of ``data.max_skip_fraction``."""
+    """Skipped versus seen items for one epoch, with the stop rule of ``data.max_skip_fraction``.
+
+    The verdict depends on how many of the epoch's items are unreadable, never on the order they come in:
+    mid-epoch (:meth:`check`) the run stops only once the epoch can no longer end under the limit, i.e.
+    when the items skipped so far already exceed ``max_fraction × epoch_items``; otherwise the share is
+    judged at the end of the epoch, or over the items seen when the run stops early (``check(final=True)``).
+    A running share checked after every step would stop data at or just under the limit in some shuffles
+    and not in others.
+    """
 
     max_fraction: float
+    epoch_items: int
+    """Items the whole epoch hands to training (steps per epoch × global batch)."""
     seen: int = 0
     skipped: int = 0
     examples: list[str] = field(default_factory=list)
-    min_seen_before_stopping: int = 50
 
     def add(self, seen: int, skipped: int, reasons: Sequence[str] = ()) -> None:
         """Count ``seen`` items of which ``skipped`` were unreadable; keep a few ``reasons`` for the report."""
@@ -273,12 +282,18 @@ class SkipCounter:
         return self.skipped / self.seen if self.seen else 0.0
 
     def check(self, *, final: bool = False) -> None:
-        """Raise a DataError naming examples once the skip share passes the limit (after enough items)."""
-        if self.skipped and self.fraction > self.max_fraction and (final or self.seen >= self.min_seen_before_stopping):
-            shown = "; ".join(self.examples[:3])
+        """Raise a DataError naming examples when the limit is certainly passed (``final``: judge what was seen)."""
+        shown = "; ".join(self.examples[:3])
+        if final and self.fraction > self.max_fraction:
             raise DataError(
                 f"{self.skipped} of {self.seen} items ({self.fraction:.1%}) could not be read, more than "
                 f"data.max_skip_fraction={self.max_fraction}; fix or drop them (e.g. {shown})"
+            )
+        if not final and self.epoch_items and self.skipped / self.epoch_items > self.max_fraction:
+            raise DataError(
+                f"{self.skipped} of the epoch's {self.epoch_items} items could not be read (found after "
+                f"{self.seen}), more than data.max_skip_fraction={self.max_fraction} of the epoch whatever the "
+                f"rest holds; fix or drop them (e.g. {shown})"
             )
 
 

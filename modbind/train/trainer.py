@@ -167,7 +167,8 @@ class TrainLoop:
         micro_steps = steps_per_epoch * accumulation
         epoch, start_micro = int(state.get("epoch", 0)), int(state.get("micro_step", 0))
         self.total_skipped = int(state.get("total_skipped", 0))
-        skips = SkipCounter(self.recipe.data.max_skip_fraction, int(state.get("epoch_seen", 0)),
+        epoch_items = steps_per_epoch * train.batch_size
+        skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items, int(state.get("epoch_seen", 0)),
                             int(state.get("epoch_skipped", 0)))
         history: list[float] = []
         bar = tqdm(total=total_steps, initial=self.engine.global_step, unit="step", desc="align",
@@ -211,11 +212,12 @@ class TrainLoop:
                 if self.on_step is not None:
                     self.on_step(report)
                 if report.step >= total_steps and micro_index + 1 < micro_steps:
-                    break  # stopped mid-epoch (max_steps); a finished epoch still reports its skips
+                    skips.check(final=True)  # stopped mid-epoch (max_steps): judge the items it saw
+                    break
             else:  # the epoch ran to its end
                 self._end_epoch(epoch, skips)
                 epoch, start_micro = epoch + 1, 0
-                skips = SkipCounter(self.recipe.data.max_skip_fraction)
+                skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items)
                 continue
             break
         bar.close()
