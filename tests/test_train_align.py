@@ -225,3 +225,18 @@ def test_rows_without_a_training_caption_are_counted_per_source(world, imu_plugi
     assert "data.val[0]" not in err  # every val row has one
     [start] = [r for r in metrics(result.out_dir) if r["event"] == "start"]
     assert start["without_caption"] == {"data.train[0]": 6, "data.val[0]": 0}
+
+
+def test_a_run_that_reads_no_item_fails_and_exports_nothing(world, imu_plugin, tmp_path) -> None:
+    manifest = tmp_path / "gone" / "train.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(world["manifest"].read_text(encoding="utf-8"), encoding="utf-8")  # no .npy beside it
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "limited", max_steps=3)
+    with pytest.raises(DataError, match=r"16 of the epoch's 64 items could not be read"):
+        modbind.align(Recipe.model_validate(settings), progress=False)  # the skip limit stops it at step 1
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "unlimited", max_steps=3)
+    settings["data"]["max_skip_fraction"] = 1.0
+    with pytest.raises(DataError, match=r"no training item could be read in 3 steps: all 48 items drawn were "
+                                        r"skipped \(e.g. .*imu\d+.npy.*nothing is exported"):
+        modbind.align(Recipe.model_validate(settings), progress=False)
+    assert not (tmp_path / "unlimited" / "export").exists()

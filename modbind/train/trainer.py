@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from modbind.atomic import atomic_write
 from modbind.config import Recipe
 from modbind.contracts import Batch
-from modbind.errors import ConfigError
+from modbind.errors import ConfigError, DataError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
 from modbind.recipes import ResolvedRecipe, dump_recipe
 from modbind.train.checkpoints import checkpoint_tag, latest_tag
@@ -159,6 +159,9 @@ class TrainLoop:
         self.val_dataset = val_dataset
         self.validated_step: int | None = None
         self.total_skipped = 0
+        self.total_used = 0
+        """Items the run trained on (readable ones), over every epoch and resume."""
+        self.skip_examples: list[str] = []
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -167,6 +170,7 @@ class TrainLoop:
         micro_steps = steps_per_epoch * accumulation
         epoch, start_micro = int(state.get("epoch", 0)), int(state.get("micro_step", 0))
         self.total_skipped = int(state.get("total_skipped", 0))
+        self.total_used = int(state.get("total_used", 0))
         epoch_items = steps_per_epoch * train.batch_size
         skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items, int(state.get("epoch_seen", 0)),
                             int(state.get("epoch_skipped", 0)))
@@ -183,7 +187,9 @@ class TrainLoop:
                 micro_index = start_micro + offset
                 loss, seen, skipped = self.micro_step(batch, epoch, micro_index)
                 skips.add(seen, skipped, [s.reason for s in batch.skipped])
+                self.skip_examples.extend(s.reason for s in batch.skipped[: max(0, 3 - len(self.skip_examples))])
                 self.total_skipped += skipped
+                self.total_used += seen - skipped
                 skips.check()
                 step_loss += loss / accumulation
                 step_samples += seen - skipped
@@ -204,7 +210,7 @@ class TrainLoop:
                                     "skipped_epoch": skips.skipped})
                     window_start, window_samples = time.perf_counter(), 0
                 next_state = {"epoch": epoch, "micro_step": micro_index + 1, "total_skipped": self.total_skipped,
-                              "epoch_seen": skips.seen, "epoch_skipped": skips.skipped}
+                              "total_used": self.total_used, "epoch_seen": skips.seen, "epoch_skipped": skips.skipped}
                 if micro_index + 1 == micro_steps:
                     next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
@@ -221,9 +227,18 @@ class TrainLoop:
                 continue
             break
         bar.close()
+        if self.total_used == 0:
+            self._refuse_untrained()
         if self.validated_step != self.engine.global_step:
             self.validate()  # the end of the run, unless an epoch just ended here
         return history
+
+    def _refuse_untrained(self) -> None:
+        """A run that could read no item trained nothing: fail rather than export a random model as a result."""
+        shown = f" (e.g. {'; '.join(self.skip_examples)})" if self.skip_examples else ""
+        raise DataError(f"no training item could be read in {self.engine.global_step} steps: all "
+                        f"{self.total_skipped} items drawn were skipped{shown}; nothing was trained and nothing is "
+                        "exported. Check that the manifest's paths exist (data.train[].root)")
 
     def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int]:
         """Forward + backward of one micro-batch; returns (global loss, global items seen, global skipped)."""
