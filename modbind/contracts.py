@@ -132,7 +132,11 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
 
     @abc.abstractmethod
     def load_item(self, path: Path, options: OptionsT) -> Any:
-        """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot."""
+        """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot.
+
+        An item repaired while decoding (e.g. a few NaN samples zeroed) may say so in a ``repairs`` attribute,
+        a sequence of short tags; the trainer counts such items per epoch beside the skipped ones.
+        """
 
     def as_item(self, value: Any, options: OptionsT, **hints: Any) -> Any:
         """An in-memory value (array, tensor, ...) as a raw item ``preprocess`` accepts.

@@ -93,3 +93,19 @@ def test_align_on_cuda_in_bf16_exports_a_model_that_embeds_on_the_cpu(tmp_path: 
     clips = sorted((tmp_path / "audio").glob("*.wav"))[:3]
     embeddings = modbind.load(result.export_dir).encode_audio(clips)
     assert embeddings.shape == (3, 32) and torch.isfinite(embeddings).all()
+
+
+def test_items_repaired_while_decoding_are_counted_per_epoch(tmp_path: Path) -> None:
+    recipe_file = beats_recipe(tmp_path)
+    clip = tmp_path / "audio" / "clip0.wav"
+    hot, _ = soundfile.read(clip, dtype="float32")
+    soundfile.write(clip, hot * 30.0, 16000, subtype="FLOAT")  # float audio peaking far beyond ±1
+    holey = hot.copy()
+    holey[::2000] = np.nan  # 8 NaN samples of 16000: few enough to be zeroed, not refused
+    soundfile.write(tmp_path / "audio" / "clip1.wav", holey, 16000, subtype="FLOAT")
+    recipe = load_recipe(recipe_file, [f"output.dir={tmp_path / 'run'}", "train.max_steps=2"])
+    result = modbind.align(recipe, progress=False)  # 16 clips, batch 8: one whole epoch
+    records = [json.loads(line) for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    [epoch] = [r for r in records if r["event"] == "epoch_end"]
+    assert (epoch["seen"], epoch["skipped"], epoch["repaired"]) == (16, 0, 2)
+    assert sorted(epoch["repaired_examples"]) == ["clip0: peak_normalised", "clip1: nonfinite_zeroed"]

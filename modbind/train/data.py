@@ -74,6 +74,8 @@ class TrainBatch:
     captions: list[str]
     ids: list[str]
     skipped: list[Skipped] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    """``"<id>: <tag>, <tag>"`` for each readable item the plugin had to repair while decoding."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,7 +83,7 @@ class TrainBatch:
     def pin_memory(self) -> TrainBatch:
         """Page-locked copies of the inputs (the DataLoader calls this when ``pin_memory`` is on)."""
         pinned = {key: value.pin_memory() for key, value in self.inputs.items()}
-        return TrainBatch(pinned, self.captions, self.ids, self.skipped)
+        return TrainBatch(pinned, self.captions, self.ids, self.skipped, self.repaired)
 
 
 def read_sources(sources: Sequence[DataSource], language: str, section: str = "data.train") -> list[SourceExamples]:
@@ -206,7 +208,8 @@ class AlignmentDataset(Dataset):
             tensors = self.plugin.preprocess(item, self.options, train=self.train, generator=generator)
         except Exception as err:  # noqa: BLE001 - any unreadable item is skipped and counted, never fatal
             return Skipped(example.id, f"{example.path}: {type(err).__name__}: {err}")
-        return {"inputs": tensors, "caption": caption, "id": example.id}
+        repairs = tuple(getattr(item, "repairs", None) or ())  # see EncoderPlugin.load_item
+        return {"inputs": tensors, "caption": caption, "id": example.id, "repairs": repairs}
 
 
 def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
@@ -214,7 +217,8 @@ def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
     good = [s for s in samples if not isinstance(s, Skipped)]
     skipped = [s for s in samples if isinstance(s, Skipped)]
     inputs = {key: torch.stack([s["inputs"][key] for s in good]) for key in good[0]["inputs"]} if good else {}
-    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped)
+    repaired = [f"{s['id']}: {', '.join(s['repairs'])}" for s in good if s["repairs"]]
+    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped, repaired)
 
 
 class RankBatchSampler(Sampler[list[int]]):
@@ -270,12 +274,20 @@ class SkipCounter:
     seen: int = 0
     skipped: int = 0
     examples: list[str] = field(default_factory=list)
+    repaired: int = 0
+    """Readable items the plugin repaired while decoding (counted beside the skips; they do not count
+    against the limit)."""
+    repaired_examples: list[str] = field(default_factory=list)
 
-    def add(self, seen: int, skipped: int, reasons: Sequence[str] = ()) -> None:
-        """Count ``seen`` items of which ``skipped`` were unreadable; keep a few ``reasons`` for the report."""
+    def add(self, seen: int, skipped: int, reasons: Sequence[str] = (), *, repaired: int = 0,
+            repairs: Sequence[str] = ()) -> None:
+        """Count ``seen`` items of which ``skipped`` were unreadable and ``repaired`` repaired; keep a few
+        ``reasons``/``repairs`` for the report."""
         self.seen += seen
         self.skipped += skipped
+        self.repaired += repaired
         self.examples.extend(list(reasons)[: max(0, 5 - len(self.examples))])
+        self.repaired_examples.extend(list(repairs)[: max(0, 5 - len(self.repaired_examples))])
 
     @property
     def fraction(self) -> float:

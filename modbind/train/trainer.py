@@ -173,7 +173,7 @@ class TrainLoop:
         self.total_used = int(state.get("total_used", 0))
         epoch_items = steps_per_epoch * train.batch_size
         skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items, int(state.get("epoch_seen", 0)),
-                            int(state.get("epoch_skipped", 0)))
+                            int(state.get("epoch_skipped", 0)), repaired=int(state.get("epoch_repaired", 0)))
         history: list[float] = []
         bar = tqdm(total=total_steps, initial=self.engine.global_step, unit="step", desc="align",
                    disable=not progress, dynamic_ncols=True)
@@ -185,8 +185,8 @@ class TrainLoop:
             sampler = RankBatchSampler(micro_steps, micro, self.world, self.rank, start=start_micro)
             for offset, batch in enumerate(make_loader(dataset, sampler, self.recipe.data.num_workers, self.device)):
                 micro_index = start_micro + offset
-                loss, seen, skipped = self.micro_step(batch, epoch, micro_index)
-                skips.add(seen, skipped, [s.reason for s in batch.skipped])
+                loss, seen, skipped, repaired = self.micro_step(batch, epoch, micro_index)
+                skips.add(seen, skipped, [s.reason for s in batch.skipped], repaired=repaired, repairs=batch.repaired)
                 self.skip_examples.extend(s.reason for s in batch.skipped[: max(0, 3 - len(self.skip_examples))])
                 self.total_skipped += skipped
                 self.total_used += seen - skipped
@@ -210,9 +210,10 @@ class TrainLoop:
                                     "skipped_epoch": skips.skipped})
                     window_start, window_samples = time.perf_counter(), 0
                 next_state = {"epoch": epoch, "micro_step": micro_index + 1, "total_skipped": self.total_skipped,
-                              "total_used": self.total_used, "epoch_seen": skips.seen, "epoch_skipped": skips.skipped}
+                              "total_used": self.total_used, "epoch_seen": skips.seen, "epoch_skipped": skips.skipped,
+                              "epoch_repaired": skips.repaired}
                 if micro_index + 1 == micro_steps:
-                    next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0)
+                    next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0, epoch_repaired=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
                     self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, checkpoint_tag(report.step), next_state)
                 if self.on_step is not None:
@@ -240,8 +241,9 @@ class TrainLoop:
                         f"{self.total_skipped} items drawn were skipped{shown}; nothing was trained and nothing is "
                         "exported. Check that the manifest's paths exist (data.train[].root)")
 
-    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int]:
-        """Forward + backward of one micro-batch; returns (global loss, global items seen, global skipped)."""
+    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int, int]:
+        """Forward + backward of one micro-batch; returns the global loss and the global counts of items seen,
+        skipped (unreadable) and repaired."""
         seed = mix_seed(self.recipe.train.seed, epoch, micro_index, self.rank)
         torch.manual_seed(seed)  # dropout (LoRA, heads) repeats exactly on resume
         module = self.engine.module
@@ -250,11 +252,12 @@ class TrainLoop:
         if not len(batch):
             loss = loss + sum((p.float() * 0).sum() for p in module.parameters() if p.requires_grad)
         self.engine.backward(loss * self.world)
-        counts = torch.tensor([len(batch) + len(batch.skipped), len(batch.skipped)], dtype=torch.long,
-                              device=self.device)
+        counts = torch.tensor([len(batch) + len(batch.skipped), len(batch.skipped), len(batch.repaired)],
+                              dtype=torch.long, device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
-        return float(loss.detach()), int(counts[0]), int(counts[1])
+        seen, skipped, repaired = counts.tolist()
+        return float(loss.detach()), seen, skipped, repaired
 
     def validate(self) -> None:
         """Validation InfoNCE over ``data.val`` (eval crops, no augmentation, no gradient), logged as ``val``.
@@ -315,9 +318,13 @@ class TrainLoop:
             if skips.skipped:
                 tqdm.write(f"epoch {epoch}: {skips.skipped} of {skips.seen} items skipped (unreadable); "
                            f"e.g. {skips.examples[0]}")
+            if skips.repaired:
+                tqdm.write(f"epoch {epoch}: {skips.repaired} of {skips.seen} items repaired while decoding; "
+                           f"e.g. {skips.repaired_examples[0]}")
             self.log.write({"event": "epoch_end", "epoch": epoch, "step": self.engine.global_step,
                             "seen": skips.seen, "skipped": skips.skipped, "skip_fraction": skips.fraction,
-                            "skipped_examples": skips.examples})
+                            "skipped_examples": skips.examples, "repaired": skips.repaired,
+                            "repaired_examples": skips.repaired_examples})
         self.validate()
 
 
