@@ -48,6 +48,7 @@ _LAZY = {
     "DataError": "modbind.errors",
     "CheckpointError": "modbind.errors",
     "ConfigError": "modbind.errors",
+    "NonFiniteError": "modbind.errors",
 }
 
 

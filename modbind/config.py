@@ -13,6 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: no learning rate beyond it can update float32 weights."""
+
+
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, never silently ignored."""
 
@@ -69,6 +73,8 @@ class OptimizerConfig(Section):
     """Adam with warm-up and a cosine decay from ``lr`` to ``min_lr``; values Adam cannot use are refused here."""
 
     lr: float = Field(5e-5, gt=0, allow_inf_nan=False)
+    """Peak learning rate; finite and > 0, and small enough that Adam's largest step, ``lr / (1 - beta1)``, fits
+    float32 (the weights' type), which torch's Adam needs."""
     min_lr: float = Field(1e-5, ge=0, allow_inf_nan=False)
     """The floor of the cosine schedule; at most ``lr`` (a higher floor would make the schedule climb)."""
     betas: tuple[float, float] = (0.9, 0.98)
@@ -95,6 +101,16 @@ class OptimizerConfig(Section):
             raise ValueError(f"min_lr {min_lr} is above lr {lr}: the schedule would climb instead of decay; "
                              "set min_lr <= lr")
         return min_lr
+
+
+    @model_validator(mode="after")
+    def _step_fits_float32(self) -> "OptimizerConfig":
+        largest_step = self.lr / (1.0 - self.betas[0])  # Adam's bias correction divides the first step by 1 - beta1
+        if largest_step > FLOAT32_MAX:
+            raise ValueError(f"lr {self.lr:g} makes Adam's first step lr / (1 - beta1) = {largest_step:.3g}, beyond "
+                             f"float32's range ({FLOAT32_MAX:.4g}), the type of the weights; use a learning rate "
+                             "near the paper's 5e-5")
+        return self
 
 
 class LoraConfig(Section):

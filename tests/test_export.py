@@ -112,3 +112,15 @@ def test_card_records_what_rebuilds_the_model(world, imu_plugin) -> None:
     assert card["head"] == "linear" and card["recipe"]["train"]["batch_size"] == 8
     assert card["logit_scale"] == pytest.approx(model.logit_scale) and card["modbind_version"]
     assert isinstance(model, AlignedModel)
+
+
+def test_weights_holding_nan_or_inf_are_never_exported(world, imu_plugin, tmp_path) -> None:
+    from modbind.errors import NonFiniteError
+
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=1)
+    with torch.no_grad():
+        model.model.head.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"refusing to export .*1 weight tensor\(s\) hold NaN or infinite values "
+                                             r"\(first: head.weight\)"):
+        model.save(tmp_path / "export")
+    assert not (tmp_path / "export").exists()

@@ -158,6 +158,8 @@ class Engine:
         if world == 1 and train.zero_stage == 0:
             # one rank: the bucketed all-reduce would only flatten and copy every gradient
             self._engine.enable_backward_allreduce = False
+        self.step_skipped = False
+        """Whether the last optimizer step was skipped (ZeRO and fp16 skip an update whose gradient overflows)."""
 
     @property
     def module(self) -> nn.Module:
@@ -192,7 +194,10 @@ class Engine:
     def step(self) -> bool:
         """Advance one micro-step; True when it completed an optimizer step (an accumulation boundary)."""
         boundary = self._engine.is_gradient_accumulation_boundary()
+        skipped_before = self._engine.skipped_steps
         self._engine.step()
+        if boundary:
+            self.step_skipped = self._engine.skipped_steps > skipped_before
         return bool(boundary)
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> Path:

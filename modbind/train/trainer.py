@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from modbind.atomic import atomic_write
 from modbind.config import Recipe
 from modbind.contracts import Batch
-from modbind.errors import ConfigError, DataError
+from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
 from modbind.recipes import ResolvedRecipe, dump_recipe
 from modbind.train.checkpoints import checkpoint_tag, latest_tag
@@ -162,6 +162,7 @@ class TrainLoop:
         self.total_used = 0
         """Items the run trained on (readable ones), over every epoch and resume."""
         self.skip_examples: list[str] = []
+        self.trained = [p for p in engine.module.parameters() if p.requires_grad]
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -197,8 +198,8 @@ class TrainLoop:
                     continue
                 history.append(step_loss)
                 window_samples += step_samples
-                report = StepReport(self.engine.global_step, epoch, step_loss, self.engine.lr,
-                                    float(self.engine.module.logit_scale().detach()), step_samples)
+                report = StepReport(self.engine.global_step, epoch, step_loss, self.engine.lr, self._checked_step(),
+                                    step_samples)
                 step_loss, step_samples = 0.0, 0
                 elapsed = time.perf_counter() - window_start
                 rate = window_samples / elapsed if elapsed > 0 else 0.0
@@ -257,7 +258,45 @@ class TrainLoop:
         if self.world > 1:
             dist.all_reduce(counts)
         seen, skipped, repaired = counts.tolist()
-        return float(loss.detach()), seen, skipped, repaired
+        value = float(loss.detach())
+        if not math.isfinite(value):  # the same global loss on every rank: all of them stop here
+            raise NonFiniteError(f"step {self.engine.global_step + 1}: the loss is {value}; training diverged "
+                                 f"({self._divergence_hint()}). The weights were not updated with it; "
+                                 f"{self._last_good_checkpoint()}")
+        return value, seen, skipped, repaired
+
+    def _checked_step(self) -> float:
+        """After an optimizer step: the temperature, read together with proof that every trained weight is finite.
+
+        One host transfer per step: the largest absolute trained weight (NaN or inf if any weight is) travels
+        with the temperature the step report needs anyway. A non-finite gradient makes Adam's update (and so
+        the weights) NaN, so this also catches gradients; ZeRO instead skips such an update, which the engine
+        reports. Either way the run stops before the next checkpoint, so the newest one stays good.
+        """
+        step = self.engine.global_step
+        if self.engine.step_skipped and self.recipe.train.precision != "fp16":  # fp16 skips on loss-scale overflow
+            raise NonFiniteError(f"step {step}: the gradient is NaN or infinite (the update was skipped); training "
+                                 f"diverged ({self._divergence_hint()}); {self._last_good_checkpoint()}")
+        scale = self.engine.module.logit_scale().detach().float().reshape(())
+        # one fused kernel per dtype/device group (what clip_grad_norm_ uses), no per-tensor launches
+        largest = torch.stack(torch._foreach_norm(self.trained, math.inf)).float().amax()
+        scale_value, largest_value = torch.stack([scale, largest.to(scale.device)]).tolist()
+        if not math.isfinite(largest_value):
+            name = next((n for n, p in self.engine.module.named_parameters()
+                         if p.requires_grad and not p.isfinite().all()), "?")
+            raise NonFiniteError(f"step {step}: the update made parameter '{name}' NaN or infinite (a NaN/inf gradient "
+                                 f"or a step too large for its dtype); training diverged ({self._divergence_hint()}); "
+                                 f"{self._last_good_checkpoint()}")
+        return scale_value
+
+    def _divergence_hint(self) -> str:
+        return f"e.g. train.optimizer.lr {self.recipe.train.optimizer.lr:g} is too high, or an input holds NaN/inf"
+
+    def _last_good_checkpoint(self) -> str:
+        directory = Path(self.recipe.output.dir) / CHECKPOINT_DIR
+        tag = latest_tag(directory)
+        return (f"the newest checkpoint, {directory / tag}, was written before it and is kept" if tag
+                else "no checkpoint was written before it")
 
     def validate(self) -> None:
         """Validation InfoNCE over ``data.val`` (eval crops, no augmentation, no gradient), logged as ``val``.
