@@ -41,8 +41,10 @@ _LAZY = {
     "EncoderOutput": "modbind.contracts",
     "EncoderPlugin": "modbind.contracts",
     "EvalTask": "modbind.contracts",
+    "ItemRandomness": "modbind.contracts",
     "ModalityEncoder": "modbind.contracts",
     "PackedItem": "modbind.contracts",
+    "draw_uniform": "modbind.contracts",
     # errors
     "ModbindError": "modbind.errors",
     "DataError": "modbind.errors",

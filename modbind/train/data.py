@@ -1,9 +1,9 @@
 """Training data: manifests → a deterministic, resumable, weighted mix of (item, caption) examples.
 
 Per-item CPU work (decode, resample, crop) runs in DataLoader workers; featurization and augmentation run
-batched on the device (see :mod:`modbind.train.trainer`). Every random choice (epoch order, which caption,
-where to crop) is seeded from ``(seed, epoch, position)``, so a resumed run sees exactly the batches an
-uninterrupted run would have seen. Items that cannot be read come back as :class:`Skipped` and are
+batched on the device (see :mod:`modbind.train.trainer`). Every random choice about an item (epoch order,
+which caption, where to crop, its augmentation) is seeded from ``(seed, epoch, position)``, so a resumed run
+sees exactly the batches an uninterrupted run would have seen, and the world size changes none of them. Items that cannot be read come back as :class:`Skipped` and are
 counted, never raised mid-epoch.
 """
 
@@ -76,6 +76,8 @@ class TrainBatch:
     skipped: list[Skipped] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     """``"<id>: <tag>, <tag>"`` for each readable item the plugin had to repair while decoding."""
+    positions: list[int] = field(default_factory=list)
+    """Each readable item's position in the epoch: what its random choices are keyed by (with seed and epoch)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,7 +85,7 @@ class TrainBatch:
     def pin_memory(self) -> TrainBatch:
         """Page-locked copies of the inputs (the DataLoader calls this when ``pin_memory`` is on)."""
         pinned = {key: value.pin_memory() for key, value in self.inputs.items()}
-        return TrainBatch(pinned, self.captions, self.ids, self.skipped, self.repaired)
+        return TrainBatch(pinned, self.captions, self.ids, self.skipped, self.repaired, self.positions)
 
 
 def read_sources(sources: Sequence[DataSource], language: str, section: str = "data.train") -> list[SourceExamples]:
@@ -209,7 +211,7 @@ class AlignmentDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - any unreadable item is skipped and counted, never fatal
             return Skipped(example.id, f"{example.path}: {type(err).__name__}: {err}")
         repairs = tuple(getattr(item, "repairs", None) or ())  # see EncoderPlugin.load_item
-        return {"inputs": tensors, "caption": caption, "id": example.id, "repairs": repairs}
+        return {"inputs": tensors, "caption": caption, "id": example.id, "repairs": repairs, "position": position}
 
 
 def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
@@ -218,7 +220,8 @@ def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
     skipped = [s for s in samples if isinstance(s, Skipped)]
     inputs = {key: torch.stack([s["inputs"][key] for s in good]) for key in good[0]["inputs"]} if good else {}
     repaired = [f"{s['id']}: {', '.join(s['repairs'])}" for s in good if s["repairs"]]
-    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped, repaired)
+    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped, repaired,
+                      [s["position"] for s in good])
 
 
 class RankBatchSampler(Sampler[list[int]]):

@@ -155,9 +155,13 @@ class Engine:
                               "check the recipe's train section") from err
         # resuming reads these files back: never with an unpickler that can run code (see SafeCheckpointEngine)
         self._engine.checkpoint_engine = SafeCheckpointEngine(self._engine._config)
+        self._zero_unused_gradients: list[nn.Parameter] = []
         if world == 1 and train.zero_stage == 0:
-            # one rank: the bucketed all-reduce would only flatten and copy every gradient
+            # one rank: the bucketed all-reduce would only flatten and copy every gradient. It also gives a
+            # parameter the step did not use (a layer layerdrop skipped) a zero gradient, so Adam's momentum
+            # still moves it; step() does that part, so that one rank updates exactly like several.
             self._engine.enable_backward_allreduce = False
+            self._zero_unused_gradients = [p for group in groups for p in group["params"]]
         self.step_skipped = False
         """Whether the last optimizer step was skipped (ZeRO and fp16 skip an update whose gradient overflows)."""
 
@@ -194,6 +198,10 @@ class Engine:
     def step(self) -> bool:
         """Advance one micro-step; True when it completed an optimizer step (an accumulation boundary)."""
         boundary = self._engine.is_gradient_accumulation_boundary()
+        if boundary:
+            for param in self._zero_unused_gradients:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
         skipped_before = self._engine.skipped_steps
         self._engine.step()
         if boundary:

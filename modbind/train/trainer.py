@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from modbind.atomic import atomic_write
 from modbind.config import Recipe
-from modbind.contracts import Batch
+from modbind.contracts import Batch, ItemRandomness
 from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
 from modbind.recipes import ResolvedRecipe, dump_recipe
@@ -40,6 +40,11 @@ from modbind.train.data import (
 from modbind.train.engine import Engine, init_distributed, micro_batch_size
 from modbind.train.finetune import apply_finetune
 from modbind.train.loss import symmetric_info_nce
+
+_AUGMENT_STREAM = 0xA06
+"""Mixed into an item's seed for its augmentation stream (the dataset's stream, for crops, has no tag)."""
+_SHARED_STREAM = 0x5A7E
+"""Mixed into a micro-step's seed for the choices every rank shares (:meth:`ModalityEncoder.set_step_seed`)."""
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -245,10 +250,15 @@ class TrainLoop:
     def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int, int]:
         """Forward + backward of one micro-batch; returns the global loss and the global counts of items seen,
         skipped (unreadable) and repaired."""
-        seed = mix_seed(self.recipe.train.seed, epoch, micro_index, self.rank)
-        torch.manual_seed(seed)  # dropout (LoRA, heads) repeats exactly on resume
+        seed = self.recipe.train.seed
         module = self.engine.module
-        embeddings, text = self._embed(batch, torch.Generator(device=self.device).manual_seed(seed), augment=True)
+        # dropout masks (LoRA, encoders) come from torch's generator, per rank on purpose: ranks sharing one
+        # stream would drop the same units of different items. They repeat exactly on resume.
+        torch.manual_seed(mix_seed(seed, epoch, micro_index, self.rank))
+        # whole-batch choices (layerdrop) and each item's augmentation never depend on the rank or world size
+        module.encoder.set_step_seed(mix_seed(seed, epoch, micro_index, _SHARED_STREAM))
+        per_item = ItemRandomness([mix_seed(seed, epoch, position, _AUGMENT_STREAM) for position in batch.positions])
+        embeddings, text = self._embed(batch, per_item, augment=True)
         loss = symmetric_info_nce(embeddings, text, module.logit_scale())
         if not len(batch):
             loss = loss + sum((p.float() * 0).sum() for p in module.parameters() if p.requires_grad)
@@ -332,7 +342,7 @@ class TrainLoop:
             self.log.write({"event": "val", "step": self.engine.global_step, "val_loss": val_loss,
                             "val_items": used, "val_skipped": skipped})
 
-    def _embed(self, batch: TrainBatch, generator: torch.Generator | None,
+    def _embed(self, batch: TrainBatch, generator: ItemRandomness | None,
                *, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(modality, caption) embeddings of this rank's batch; empty ones still join the loss's collectives."""
         if not len(batch):  # every item of this rank's batch was unreadable (or none was assigned)
@@ -341,7 +351,7 @@ class TrainLoop:
         embeddings = self.engine.forward(self._features(batch, generator, augment=augment))
         return embeddings, self.captions.get(batch.captions).to(self.device, torch.float32)
 
-    def _features(self, batch: TrainBatch, generator: torch.Generator | None, *, augment: bool) -> Batch:
+    def _features(self, batch: TrainBatch, generator: ItemRandomness | None, *, augment: bool) -> Batch:
         # featurize in full precision; pinned batches (on a GPU) copy asynchronously
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.inputs.items()}
         features = self.plugin.featurize(inputs, self.options)

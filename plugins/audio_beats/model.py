@@ -199,6 +199,9 @@ class BeatsTransformer(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.dropout = nn.Dropout(config.dropout)
         self.layerdrop = config.encoder_layerdrop
+        self.step_seed: int | None = None
+        """Seeds which layers layerdrop skips in the next training forward (see ``set_step_seed``); None: torch's
+        global generator, as the official code."""
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.gradient_checkpointing = False
 
@@ -212,10 +215,11 @@ class BeatsTransformer(nn.Module):
         x = self.dropout(x)
         position_bias = self.position_bias(x.shape[1], x.device)
         outputs = []
+        drops = torch.Generator().manual_seed(self.step_seed) if self.step_seed is not None else None
         for layer in self.layers:
             if self.gradient_decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, self.gradient_decay)
-            if not self.training or float(torch.rand(())) > self.layerdrop:
+            if not self.training or float(torch.rand((), generator=drops)) > self.layerdrop:
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                     x = checkpoint(layer, x, position_bias, padding_mask, use_reentrant=False)
                 else:
@@ -310,6 +314,10 @@ class BeatsEncoder(ModalityEncoder):
 
     def layers(self) -> list[nn.Module]:
         return list(self.encoder.layers)
+
+    def set_step_seed(self, seed: int) -> None:
+        """Layerdrop skips the same layers on every rank: the whole batch shares the choice, drawn from ``seed``."""
+        self.encoder.step_seed = seed
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.encoder.gradient_checkpointing = enabled
