@@ -46,7 +46,13 @@ def test_align_cli_trains_tiny_beats_and_exports_a_loadable_model(tmp_path: Path
                                       "--set", "train.seed=1", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "trained 3 steps" in result.output and str(out / "export") in result.output
+    # no checkpoint named: the run says it trains from random weights, in the log and the card too
+    assert ("plugin.options.checkpoint is null, so the audio_beats encoder starts from random weights" in result.output
+            and "set plugin.options.checkpoint to one of `modbind checkpoints` (e.g. beats-" in result.output)
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["encoder_init"] == "random"
     card = json.loads((out / "export" / "card.json").read_text())
+    assert card["encoder_init"] == "random"
     assert card["plugin"] == "audio_beats" and card["plugin_options"]["size"] == "tiny"
     assert card["recipe"]["train"]["seed"] == 1
 

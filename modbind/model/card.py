@@ -36,6 +36,7 @@ def make_card(
         "plugin": plugin.name,
         "modality": plugin.modality,
         "plugin_options": options.model_dump(mode="json"),
+        "encoder_init": encoder_init(options),
         "anchor": anchor_config.model_dump(mode="json"),
         "anchor_identity": anchor_identity,
         "dim": model.dim,
@@ -47,6 +48,11 @@ def make_card(
         "modbind_version": modbind.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def encoder_init(options: EncoderOptions) -> str:
+    """Where the encoder's weights started: the checkpoint's name or path, or ``random``."""
+    return "random" if options.checkpoint is None else str(options.checkpoint)
 
 
 def read_card(directory: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from modbind.config import Recipe
 from modbind.contracts import Batch, ItemRandomness
 from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
+from modbind.model.card import encoder_init
 from modbind.recipes import ResolvedRecipe, dump_recipe
 from modbind.train.checkpoints import checkpoint_tag, latest_tag
 from modbind.train.data import (
@@ -38,7 +39,7 @@ from modbind.train.data import (
     read_sources,
 )
 from modbind.train.engine import Engine, init_distributed, micro_batch_size
-from modbind.train.finetune import apply_finetune
+from modbind.train.finetune import apply_finetune, random_init_warning
 from modbind.train.loss import symmetric_info_nce
 
 _AUGMENT_STREAM = 0xA06
@@ -122,6 +123,9 @@ def run_alignment(
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
         tqdm.write(summary.describe())
+        untrained = random_init_warning(plugin, options)
+        if untrained:
+            tqdm.write(untrained, file=sys.stderr)
         for source in sources + val_sources:
             left_out = source.describe_left_out(recipe.data.caption_language)
             if left_out:
@@ -130,6 +134,7 @@ def run_alignment(
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                   "encoder_init": encoder_init(options),
                    "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
     loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
