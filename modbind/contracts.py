@@ -287,6 +287,13 @@ class AnchorProvider(abc.ABC):
         """Model names this provider offers, for "did you mean" hints when a name is misspelt."""
         return []
 
+    def pretrained_in_use(self, model: str, pretrained: str | None) -> str | None:
+        """The ``pretrained`` value :meth:`load` actually uses for ``model``: None where it ignores the value.
+
+        Model cards record this, so a card never names weights that were not loaded. Default: as given.
+        """
+        return pretrained
+
 
 class DatasetReader(abc.ABC):
     """Reads one dataset's original metadata layout into manifest entries."""

@@ -149,8 +149,9 @@ def load_recipe(path: Path | None = None, overrides: Iterable[str] = ()) -> Reci
 class ResolvedRecipe:
     """A recipe with its plugins looked up and validated: what a run needs, checked before heavy work.
 
-    ``recipe.plugin.options`` is filled with the plugin's defaults, so dumping it shows exactly what a run
-    will use.
+    ``recipe.plugin.options`` is filled with the plugin's defaults and ``recipe.anchor.pretrained`` is what the
+    anchor provider will use (None for a ``local-dir:`` folder given a tag it ignores), so dumping it shows
+    exactly what a run will use.
     """
 
     recipe: Recipe
@@ -181,6 +182,7 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
     provider = registry.anchor_provider(recipe.anchor.model)
     filled = recipe.model_copy(deep=True)
     filled.plugin.options = options.model_dump(mode="json")
+    filled.anchor.pretrained = provider.pretrained_in_use(recipe.anchor.model, recipe.anchor.pretrained)
     return ResolvedRecipe(filled, plugin, options, tuple(augmentations), provider)
 
 

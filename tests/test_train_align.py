@@ -240,3 +240,16 @@ def test_a_run_that_reads_no_item_fails_and_exports_nothing(world, imu_plugin, t
                                         r"skipped \(e.g. .*imu\d+.npy.*nothing is exported"):
         modbind.align(Recipe.model_validate(settings), progress=False)
     assert not (tmp_path / "unlimited" / "export").exists()
+
+
+def test_a_run_records_the_anchor_it_loaded_not_an_ignored_tag(world, imu_plugin, tmp_path) -> None:
+    import yaml
+
+    settings = imu_recipe(world["anchor"], world["manifest"], tmp_path / "run", max_steps=1)
+    settings["anchor"]["pretrained"] = "laion5b_s13b_b90k"  # the recipe default; a local-dir: folder ignores it
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
+    card = json.loads((result.export_dir / "card.json").read_text())
+    assert card["anchor"] == {**card["anchor"], "model": f"local-dir:{world['anchor']}", "pretrained": None}
+    assert card["recipe"]["anchor"]["pretrained"] is None
+    assert yaml.safe_load((result.out_dir / "recipe.yaml").read_text())["anchor"]["pretrained"] is None
+    assert modbind.load(result.export_dir).anchor.identity == card["anchor_identity"]

@@ -179,7 +179,8 @@ def build_aligned_model(
     torch.manual_seed(seed)
     model = AlignedEncoder(plugin.build_encoder(options), loaded_anchor.dim, head=head,
                            logit_scale=loaded_anchor.logit_scale)
-    card = make_card(plugin, options, anchor_config, loaded_anchor.identity, model, metrics={"trained": False})
+    card = make_card(plugin, options, anchor_config, loaded_anchor.identity, model, anchor_provider=anchor_provider,
+                     metrics={"trained": False})
     return AlignedModel(plugin, options, model, card, anchor=loaded_anchor, anchor_provider=anchor_provider,
                         device=device)
 

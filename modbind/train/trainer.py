@@ -21,7 +21,6 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from modbind.atomic import atomic_write
-from modbind.config import Recipe
 from modbind.contracts import Batch, ItemRandomness
 from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
@@ -92,7 +91,7 @@ def run_alignment(
     if not resume and latest_tag(checkpoints) is not None:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
     if resume:
-        _check_same_recipe(out / RECIPE_FILE, recipe)
+        _check_same_recipe(out / RECIPE_FILE, resolved)
     # manifests are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
     sources = read_sources(recipe.data.train, recipe.data.caption_language)
     val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
@@ -146,6 +145,7 @@ def run_alignment(
         metrics = {"steps": engine.global_step, "final_loss": history[-1] if history else None,
                    "skipped_items": loop.total_skipped, "trainable_parameters": summary.trainable}
         card = make_card(plugin, options, recipe.anchor, anchor.identity, engine.module,
+                         anchor_provider=resolved.anchor_provider,
                          recipe=recipe.model_dump(mode="json"), metrics=metrics)
         exported = AlignedModel(plugin, options, engine.module, card, anchor=anchor,
                                 anchor_provider=resolved.anchor_provider)
@@ -454,14 +454,17 @@ def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], out: Path, 
     return anchor, cache
 
 
-def _check_same_recipe(saved: Path, recipe: Recipe) -> None:
+def _check_same_recipe(saved: Path, resolved: ResolvedRecipe) -> None:
     """Resuming with other data, plugin, anchor or training settings would not continue the same run."""
     import yaml
 
     if not saved.is_file():
         return
     before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    now = recipe.model_dump(mode="json")
+    anchor = before.get("anchor") or {}
+    if "model" in anchor:  # runs saved before tags ignored by the anchor were dropped from recipe.yaml
+        anchor["pretrained"] = resolved.anchor_provider.pretrained_in_use(anchor["model"], anchor.get("pretrained"))
+    now = resolved.recipe.model_dump(mode="json")
     changed = [f"{section}.{key}" for section in ("anchor", "plugin", "data", "train")
                for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
                if before.get(section, {}).get(key) != now.get(section, {}).get(key)]
