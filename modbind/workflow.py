@@ -26,6 +26,7 @@ def align_and_evaluate(
     registry: Registry,
     *,
     resume: bool = False,
+    extend: bool = False,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> RunResult:
@@ -39,7 +40,7 @@ def align_and_evaluate(
     recipe = resolved.recipe
     if recipe.eval.suite is not None:
         check_suite_tasks(load_suite(Path(recipe.eval.suite)), registry.eval_tasks, recipe.eval.suite)
-    result = run_alignment(resolved, resume=resume, progress=progress, on_step=on_step)
+    result = run_alignment(resolved, resume=resume, extend=extend, progress=progress, on_step=on_step)
     if result.model is None or recipe.eval.suite is None:
         return result
     languages = recipe.eval.languages if "languages" in recipe.eval.model_fields_set else None

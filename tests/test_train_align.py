@@ -253,3 +253,48 @@ def test_a_run_records_the_anchor_it_loaded_not_an_ignored_tag(world, imu_plugin
     assert card["recipe"]["anchor"]["pretrained"] is None
     assert yaml.safe_load((result.out_dir / "recipe.yaml").read_text())["anchor"]["pretrained"] is None
     assert modbind.load(result.export_dir).anchor.identity == card["anchor_identity"]
+
+
+def test_resume_extend_trains_a_finished_run_further_at_min_lr(world, imu_plugin, tmp_path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from modbind.cli.main import cli
+
+    first = recipe_for(world, "extended", max_steps=4, checkpoint_every=1)  # one epoch of 4 steps
+    modbind.align(first, progress=False)
+    longer = recipe_for(world, "extended", max_steps=8, checkpoint_every=1)
+    with pytest.raises(ConfigError, match=r"differs from .* in train.max_steps; .*add --extend"):
+        modbind.align(longer, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"--extend .* together with --resume"):
+        modbind.align(longer, extend=True, progress=False)
+    with pytest.raises(ConfigError, match=r"--extend: the recipe trains 4 steps, but the run .* already has 4"):
+        modbind.align(first, resume=True, extend=True, progress=False)
+    with pytest.raises(ConfigError, match=r"differs from .* in train.batch_size"):
+        modbind.align(recipe_for(world, "extended", max_steps=8, batch_size=8), resume=True, extend=True,
+                      progress=False)
+
+    recipe_file = tmp_path / "first.yaml"
+    recipe_file.write_text(yaml.safe_dump(first.model_dump(mode="json")))
+    cli_run = CliRunner().invoke(cli, ["align", "--recipe", str(recipe_file), "--resume", "--extend",
+                                       "--set", "train.max_steps=8", "--no-progress"])
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "trained 8 steps" in cli_run.output
+    steps = [r for r in metrics(first.output.dir) if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 9))
+    # the schedule planned for 4 steps ends at min_lr; the added steps stay there
+    assert steps[1]["lr"] > steps[3]["lr"] and all(r["lr"] == pytest.approx(3e-4) for r in steps[3:])
+    assert json.loads((first.output.dir / "export" / "card.json").read_text())["metrics"]["steps"] == 8
+
+    # the kept schedule survives a crash inside the extension: resuming it continues exactly
+    again = recipe_for(world, "extended-again", max_steps=4, checkpoint_every=1)
+    modbind.align(again, progress=False)
+
+    def crash_after_6(report: StepReport) -> None:
+        if report.step == 6:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        modbind.align(again, ["train.max_steps=8"], resume=True, extend=True, progress=False, on_step=crash_after_6)
+    resumed = modbind.align(again, ["train.max_steps=8"], resume=True, progress=False)  # recipe.yaml says 8 now
+    np.testing.assert_allclose(resumed.history, [r["loss"] for r in steps[6:]], rtol=1e-5, atol=1e-6)

@@ -16,16 +16,21 @@ from modbind.cli.recipe import set_option
               help="Recipe YAML (default: the paper's basic recipe).")
 @set_option
 @click.option("--resume", is_flag=True, help="Continue the run in the output folder from its last checkpoint.")
+@click.option("--extend", is_flag=True,
+              help="With --resume: train the run further; the recipe may raise train.epochs / train.max_steps "
+                   "(e.g. --set train.max_steps=20000). The added steps run at train.optimizer.min_lr.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Output folder (overrides output.dir).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar (logs still go to metrics.jsonl).")
-def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool,
+def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool, extend: bool,
           out_dir: Path | None, no_progress: bool) -> None:
     """Align a modality encoder to the frozen text-image anchor with symmetric InfoNCE.
 
     \b
     One process (CPU or one GPU):
       modbind align --plugin audio_beats --recipe recipes/beats_basic.yaml --out runs/beats
+    Train a finished run further (the added steps run at min_lr):
+      modbind align --recipe recipes/beats_basic.yaml --out runs/beats --resume --extend --set train.epochs=8
     Several GPUs / nodes (see docs/recipes.md):
       deepspeed --num_gpus 8 $(which modbind) align --recipe recipes/beats_expanded.yaml
     The output folder holds the resolved recipe, metrics.jsonl, checkpoints/ and export/ (load it
@@ -40,6 +45,7 @@ def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[st
     if out_dir is not None:
         recipe.output.dir = out_dir
     registry = get_registry()
-    result = align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, progress=not no_progress)
+    result = align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, extend=extend,
+                                progress=not no_progress)
     click.echo(f"trained {result.steps} steps (final loss {result.final_loss:.4f}, {result.skipped} items skipped); "
                f"model exported to {result.export_dir}")

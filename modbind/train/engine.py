@@ -139,6 +139,7 @@ class Engine:
         import deepspeed
 
         self.config = deepspeed_config(train, world, total_steps)
+        self.train_config, self.world = train, world
         self.keep_checkpoints = train.keep_checkpoints
         groups = parameter_groups(model, train.optimizer.weight_decay)
         if not groups:
@@ -185,6 +186,24 @@ class Engine:
     @property
     def lr(self) -> float:
         return float(self._scheduler.get_last_lr()[0])
+
+    def plan_schedule(self, total_steps: int) -> None:
+        """Make the LR schedule the warm-up + cosine planned for ``total_steps``, at the current step.
+
+        ``--resume --extend`` keeps a run's first plan: past its end the cosine stays at ``min_lr`` (DeepSpeed's
+        WarmupCosineLR clamps there). The schedule's state is only its step, so nothing else changes.
+        """
+        from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+        params = deepspeed_config(self.train_config, self.world, total_steps)["scheduler"]["params"]
+        if params == self.config["scheduler"]["params"]:
+            return
+        scheduler = WarmupCosineLR(self._engine.optimizer, last_batch_iteration=self._scheduler.last_batch_iteration,
+                                   **params)
+        scheduler.org_lrs = self._scheduler.org_lrs  # the peak lr: a resumed optimizer already holds a lower one
+        scheduler.step(self._scheduler.last_batch_iteration)  # the optimizer's lr at this point of the plan
+        self._engine.lr_scheduler = self._scheduler = scheduler
+        self.config["scheduler"]["params"] = params
 
     def train(self, mode: bool = True) -> None:
         self._engine.train(mode)

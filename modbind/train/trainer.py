@@ -26,7 +26,7 @@ from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
 from modbind.model.card import encoder_init
 from modbind.recipes import ResolvedRecipe, dump_recipe
-from modbind.train.checkpoints import checkpoint_tag, latest_tag
+from modbind.train.checkpoints import checkpoint_tag, latest_tag, tag_step
 from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
@@ -80,21 +80,35 @@ def run_alignment(
     resolved: ResolvedRecipe,
     *,
     resume: bool = False,
+    extend: bool = False,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> RunResult:
-    """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export."""
+    """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export.
+
+    ``extend`` (with ``resume``) lets the recipe raise ``train.epochs``/``train.max_steps`` to train a run
+    further; the learning-rate schedule stays the one planned for the run's first length, so the added
+    steps run at ``min_lr`` (see docs/recipes.md).
+    """
     recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
     train = recipe.train
     out = Path(recipe.output.dir)
     checkpoints = out / CHECKPOINT_DIR
+    if extend and not resume:
+        raise ConfigError("--extend trains an existing run further: use it together with --resume")
     if not resume and latest_tag(checkpoints) is not None:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
-    if resume:
-        _check_same_recipe(out / RECIPE_FILE, resolved)
-    # manifests are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
+    saved_train = _check_same_recipe(out / RECIPE_FILE, resolved, extend=extend) if resume else {}
+    # manifests and lengths are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
     sources = read_sources(recipe.data.train, recipe.data.caption_language)
     val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
+    steps_per_epoch = sum(len(source.examples) for source in sources) // train.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the training data has {sum(len(s.examples) for s in sources)} items, fewer than "
+                          f"train.batch_size {train.batch_size}; lower the batch size or add data")
+    total_steps = _total_steps(train.max_steps, train.epochs, steps_per_epoch)
+    if extend:
+        _check_extends(checkpoints, total_steps)
     rank, world, device = init_distributed()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -110,14 +124,13 @@ def run_alignment(
     summary = apply_finetune(model, plugin, options, train)
     dataset = AlignmentDataset(sources, plugin, options, seed=train.seed)
     val_dataset = AlignmentDataset(val_sources, plugin, options, seed=train.seed, train=False) if val_sources else None
-    steps_per_epoch = len(dataset) // train.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the training data has {len(dataset)} items, fewer than train.batch_size "
-                          f"{train.batch_size}; lower the batch size or add data")
-    total_steps = train.max_steps or train.epochs * steps_per_epoch
     engine = Engine(model, train, world, total_steps)
     micro = micro_batch_size(train, world)
     state = engine.load(checkpoints) if resume else {}
+    # the LR schedule keeps the length the run was first planned for (later --extend steps run at min_lr)
+    schedule_steps = int(state.get("schedule_steps") or _total_steps(
+        saved_train.get("max_steps", train.max_steps), saved_train.get("epochs", train.epochs), steps_per_epoch))
+    engine.plan_schedule(schedule_steps)
     log = MetricsLog(out / METRICS_FILE, enabled=rank == 0, resume_step=engine.global_step if resume else None,
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
@@ -132,10 +145,11 @@ def run_alignment(
         log.write({"event": "start", "step": engine.global_step, "world_size": world, "device": str(device),
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
-                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "schedule_steps": schedule_steps,
                    "encoder_init": encoder_init(options),
                    "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
     loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
+    loop.schedule_steps = schedule_steps
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     anchor.assert_unchanged(fingerprint)
@@ -173,6 +187,8 @@ class TrainLoop:
         """Items the run trained on (readable ones), over every epoch and resume."""
         self.skip_examples: list[str] = []
         self.trained = [p for p in engine.module.parameters() if p.requires_grad]
+        self.schedule_steps = 0
+        """The length the LR schedule was planned for; checkpoints keep it for --resume --extend."""
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -222,7 +238,7 @@ class TrainLoop:
                     window_start, window_samples = time.perf_counter(), 0
                 next_state = {"epoch": epoch, "micro_step": micro_index + 1, "total_skipped": self.total_skipped,
                               "total_used": self.total_used, "epoch_seen": skips.seen, "epoch_skipped": skips.skipped,
-                              "epoch_repaired": skips.repaired}
+                              "epoch_repaired": skips.repaired, "schedule_steps": self.schedule_steps}
                 if micro_index + 1 == micro_steps:
                     next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0, epoch_repaired=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
@@ -454,12 +470,19 @@ def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], out: Path, 
     return anchor, cache
 
 
-def _check_same_recipe(saved: Path, resolved: ResolvedRecipe) -> None:
-    """Resuming with other data, plugin, anchor or training settings would not continue the same run."""
+EXTENSION_KEYS = ("train.epochs", "train.max_steps")
+"""What ``--resume --extend`` may change: how long the run trains, nothing about how."""
+
+
+def _check_same_recipe(saved: Path, resolved: ResolvedRecipe, *, extend: bool = False) -> dict[str, Any]:
+    """Resuming with other data, plugin, anchor or training settings would not continue the same run.
+
+    With ``extend``, :data:`EXTENSION_KEYS` may change. Returns the saved recipe's ``train`` section.
+    """
     import yaml
 
     if not saved.is_file():
-        return
+        return {}
     before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
     anchor = before.get("anchor") or {}
     if "model" in anchor:  # runs saved before tags ignored by the anchor were dropped from recipe.yaml
@@ -468,9 +491,27 @@ def _check_same_recipe(saved: Path, resolved: ResolvedRecipe) -> None:
     changed = [f"{section}.{key}" for section in ("anchor", "plugin", "data", "train")
                for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
                if before.get(section, {}).get(key) != now.get(section, {}).get(key)]
-    if changed:
-        raise ConfigError(f"--resume with a recipe that differs from {saved} in {', '.join(changed)}; "
-                          "resume with the same recipe (or start a new run with --out)")
+    refused = [key for key in changed if not (extend and key in EXTENSION_KEYS)]
+    if refused:
+        hint = ("; to train a finished run further, add --extend (it accepts changes to "
+                f"{' and '.join(EXTENSION_KEYS)} only)") if set(refused) <= set(EXTENSION_KEYS) else ""
+        raise ConfigError(f"--resume with a recipe that differs from {saved} in {', '.join(refused)}; resume with the "
+                          f"same recipe (or start a new run with --out){hint}")
+    return dict(before.get("train") or {})
+
+
+def _total_steps(max_steps: int | None, epochs: int, steps_per_epoch: int) -> int:
+    return max_steps or epochs * steps_per_epoch
+
+
+def _check_extends(checkpoints: Path, total_steps: int) -> None:
+    """--extend needs a recipe that reaches past the step the run's newest checkpoint is at."""
+    tag = latest_tag(checkpoints)
+    done = tag_step(tag) if tag else 0
+    if total_steps <= done:
+        raise ConfigError(f"--extend: the recipe trains {total_steps} steps, but the run in {checkpoints.parent} "
+                          f"already has {done}; raise train.max_steps or train.epochs above it "
+                          "(e.g. --set train.max_steps=...)")
 
 
 def _to_device(value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
