@@ -148,6 +148,9 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     """Optimizer steps between resumable checkpoints (one is always written at the end)."""
+    val_every: int | None = Field(None, ge=1)
+    """Optimizer steps between validation losses on ``data.val``; None: after every epoch. Either way one
+    runs at the end of the run."""
     keep_checkpoints: int = Field(3, ge=1)
     """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
     so that a checkpoint damaged by a crash leaves one to resume from."""
@@ -182,6 +185,25 @@ class EvalConfig(Section):
         default_factory=lambda: ["en", "pt", "es", "fr", "de", "zh", "ja", "ru", "tr", "hi", "ar", "sw"]
     )
     batch_size: int = Field(64, ge=1)
+    every_steps: int | None = Field(None, ge=1)
+    """Also evaluate the model being trained every this many optimizer steps (rank 0; logged to metrics.jsonl
+    and TensorBoard), with ``during_training_suite``; None: only after training."""
+    during_training_suite: Path | None = None
+    """The suite for ``every_steps`` (keep it small: training waits for it); None: ``suite``."""
+
+    @model_validator(mode="after")
+    def _periodic_needs_a_suite(self) -> "EvalConfig":
+        if self.every_steps is not None and self.during_training_suite is None and self.suite is None:
+            raise ValueError("every_steps is set but there is no suite to run: set eval.during_training_suite "
+                             "(or eval.suite)")
+        return self
+
+    @property
+    def periodic_suite(self) -> Path | None:
+        """The suite to run every ``every_steps`` steps, or None when nothing runs during training."""
+        if self.every_steps is None:
+            return None
+        return self.during_training_suite or self.suite
 
 
 class OutputConfig(Section):

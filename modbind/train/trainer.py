@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,32 @@ class StepReport:
     samples: int
 
 
+@dataclass(frozen=True)
+class TrainingSnapshot:
+    """The run as a periodic callback sees it: the step just taken and the model being trained."""
+
+    step: int
+    epoch: int
+    model: AlignedModel
+    """The live weights on the training device, in eval mode: read them during the call only, never train them."""
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work that runs on rank 0 every ``every`` optimizer steps with the model being trained (e.g. evaluation).
+
+    ``run`` gets a :class:`TrainingSnapshot` and returns scalar metrics (or None). They are logged to
+    metrics.jsonl as event ``name`` (``{"event": name, "step", "metrics": {...}}``) and to TensorBoard as
+    ``<name>/<key>``. The call runs without gradients, with the model in eval mode and torch's random state
+    saved and restored, so training takes exactly the steps it would take without it; the other ranks wait.
+    """
+
+    every: int
+    run: Callable[[TrainingSnapshot], Mapping[str, float] | None]
+    name: str = "periodic"
+
+
 @dataclass
 class RunResult:
     out_dir: Path
@@ -83,8 +109,12 @@ def run_alignment(
     extend: bool = False,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
+    callbacks: Sequence[Periodic] = (),
 ) -> RunResult:
     """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export.
+
+    ``callbacks`` run on rank 0 every so many steps with the model being trained (see :class:`Periodic`);
+    ``on_step`` runs on every rank after every optimizer step.
 
     ``extend`` (with ``resume``) lets the recipe raise ``train.epochs``/``train.max_steps`` to train a run
     further; the learning-rate schedule stays the one planned for the run's first length, so the added
@@ -148,8 +178,17 @@ def run_alignment(
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "schedule_steps": schedule_steps,
                    "encoder_init": encoder_init(options),
                    "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
+    def snapshot(step: int, epoch: int) -> TrainingSnapshot:
+        card = make_card(plugin, options, recipe.anchor, anchor.identity, engine.module,
+                         anchor_provider=resolved.anchor_provider, recipe=recipe.model_dump(mode="json"),
+                         metrics={"steps": step, "trained": True, "during_training": True})
+        view = AlignedModel(plugin, options, engine.module, card, anchor=anchor,
+                            anchor_provider=resolved.anchor_provider, device=str(device))
+        return TrainingSnapshot(step, epoch, view, out)
+
     loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
     loop.schedule_steps = schedule_steps
+    loop.periodic, loop.snapshot = tuple(callbacks), snapshot
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     anchor.assert_unchanged(fingerprint)
@@ -189,6 +228,8 @@ class TrainLoop:
         self.trained = [p for p in engine.module.parameters() if p.requires_grad]
         self.schedule_steps = 0
         """The length the LR schedule was planned for; checkpoints keep it for --resume --extend."""
+        self.periodic: tuple[Periodic, ...] = ()
+        self.snapshot: Callable[[int, int], TrainingSnapshot] | None = None
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -243,6 +284,11 @@ class TrainLoop:
                     next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0, epoch_repaired=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
                     self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, checkpoint_tag(report.step), next_state)
+                if train.val_every is not None and report.step % train.val_every == 0:
+                    self.validate()
+                for callback in self.periodic:
+                    if report.step % callback.every == 0:
+                        self._run_periodic(callback, report)
                 if self.on_step is not None:
                     self.on_step(report)
                 if report.step >= total_steps and micro_index + 1 < micro_steps:
@@ -395,7 +441,23 @@ class TrainLoop:
                             "seen": skips.seen, "skipped": skips.skipped, "skip_fraction": skips.fraction,
                             "skipped_examples": skips.examples, "repaired": skips.repaired,
                             "repaired_examples": skips.repaired_examples})
-        self.validate()
+        if self.recipe.train.val_every is None:
+            self.validate()
+
+    def _run_periodic(self, callback: Periodic, report: StepReport) -> None:
+        """One callback on rank 0, leaving no trace in training: no gradients, RNG state restored, train mode back."""
+        if self.rank == 0 and self.snapshot is not None:
+            devices = [self.device] if self.device.type == "cuda" else []
+            self.engine.train(False)
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    metrics = callback.run(self.snapshot(report.step, report.epoch))
+            finally:
+                self.engine.train()
+            self.log.write({"event": callback.name, "step": report.step, "epoch": report.epoch,
+                            "metrics": dict(metrics or {})})
+        if self.world > 1:
+            dist.barrier()  # the other ranks wait here rather than inside the next step's collectives
 
 
 class MetricsLog:
@@ -431,10 +493,25 @@ class MetricsLog:
         record = {"time": round(time.time(), 3), **record}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
-        if self.board is not None and record.get("event") == "step":
-            for key in ("loss", "lr", "logit_scale", "samples_per_s"):
-                self.board.add_scalar(f"train/{key}", record[key], record["step"])
-            self.board.flush()
+        if self.board is not None:
+            scalars = _board_scalars(record)
+            for tag, value in scalars.items():
+                self.board.add_scalar(tag, value, record["step"])
+            if scalars:
+                self.board.flush()
+
+
+def _board_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """What TensorBoard shows of a metrics line: the training curves, the validation loss, callback metrics."""
+    event = record.get("event")
+    if event == "step":
+        return {f"train/{key}": record[key] for key in ("loss", "lr", "logit_scale", "samples_per_s")}
+    if event == "val":
+        return {"val/loss": record["val_loss"]}
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict):
+        return {f"{event}/{key}": float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+    return {}
 
 
 def _json_record(line: str) -> dict[str, Any] | None:
