@@ -29,13 +29,15 @@ def losses(run: Path) -> list[float]:
 
 def align_on_two_gloo_ranks(recipe_file: Path, cwd: Path) -> None:
     port = str(free_port())
+    extensions = cwd / "torch_extensions"  # where a JIT-built DeepSpeed op would go: no build may happen
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": port, "LOCAL_SIZE": "2"}
+           "MASTER_PORT": port, "LOCAL_SIZE": "2", "TORCH_EXTENSIONS_DIR": str(extensions)}
     command = [sys.executable, "-m", "modbind.cli.main", "align", "--recipe", str(recipe_file), "--no-progress"]
     ranks = [subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=cwd,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
     outputs = [rank.communicate(timeout=600)[0] for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert not extensions.exists() and not any("-laio" in output for output in outputs)
 
 
 def align_in_one_process(settings: dict, out: Path):

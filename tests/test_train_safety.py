@@ -260,3 +260,43 @@ def test_a_nonfinite_gradient_under_a_finite_loss_stops_the_run(world, imu_plugi
         modbind.align(recipe, progress=False)
     assert checkpoint_tags(recipe.output.dir / "checkpoints") == ["step00000002"]
     assert not (recipe.output.dir / "export").exists()
+
+
+FIRST_RUN = """
+import json, sys
+from pathlib import Path
+
+spawned = []
+sys.addaudithook(lambda event, args: spawned.append(Path(str(args[1][0])).name)
+                 if event == "subprocess.Popen" and args[1] else None)
+
+from deepspeed.ops.op_builder.builder import OpBuilder
+
+def refuse(self, *args, **kwargs):
+    raise AssertionError(f"DeepSpeed built its {self.name} op")
+
+OpBuilder.load = OpBuilder.jit_load = refuse
+
+import modbind
+from modbind.config import Recipe
+
+for settings in json.loads(sys.argv[1]):
+    modbind.align(Recipe.model_validate(settings), progress=False)
+print("SPAWNED", json.dumps(spawned))
+"""
+
+
+def test_a_first_cpu_run_builds_no_deepspeed_op_and_runs_no_compiler(world, imu_plugin, tmp_path) -> None:
+    """In a fresh process (as a user's first run): ZeRO 0 and 2, fp32 and bf16 load no op and spawn no compiler."""
+    runs = [imu_recipe(world["anchor"], world["manifest"], tmp_path / name, max_steps=2, **train)
+            for name, train in (("zero0", {}), ("zero2", {"zero_stage": 2}),
+                                ("bf16", {"zero_stage": 1, "precision": "bf16"}))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")}
+    run = subprocess.run([sys.executable, "-c", FIRST_RUN, json.dumps(runs, default=str)], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    spawned = json.loads(run.stdout.split("SPAWNED ", 1)[1])
+    compilers = {"gcc", "g++", "cc", "c++", "clang", "clang++", "ld", "ninja", "nvcc", "x86_64-linux-gnu-gcc"}
+    assert not compilers & set(spawned), spawned
+    assert not (tmp_path / "torch_extensions").exists()  # where a JIT build would have gone
+    assert "-laio" not in run.stderr and "Building extension" not in run.stdout

@@ -53,17 +53,22 @@ def init_distributed() -> tuple[int, int, torch.device]:
 def _skip_shared_memory_allreduce() -> None:
     """Keep DeepSpeed's CPU backend from building and starting its shared-memory all-reduce op.
 
-    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts, and every rank
-    then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*`` segment that nothing ever unlinks: each
-    run, even one that fails right after, leaves it in RAM. The op serves only ``inference_all_reduce``
-    (tensor-parallel inference kernels); training's collectives go through torch.distributed (gloo), so
-    marking the op unavailable in DeepSpeed's table of compatible ops (the table is kept for such edits)
-    changes nothing in training, leaves no segment behind and skips the compile.
+    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts (minutes, with a
+    C++ compiler, on a first run), and every rank then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*``
+    segment that nothing ever unlinks. The op serves only ``inference_all_reduce`` (tensor-parallel inference
+    kernels); training's collectives go through torch.distributed (gloo), so marking the op unavailable in
+    DeepSpeed's table of compatible ops (kept in ``deepspeed.ops`` for such edits) changes nothing in
+    training, builds nothing and leaves no segment behind.
+
+    The table is filled lazily by probing every op, which runs compiler test programs (e.g. linking against
+    libaio); the shared-memory op is the only entry DeepSpeed reads on the paths modbind uses, so an
+    unprobed table holding just that entry avoids invoking a compiler at all. Ops absent from it count as
+    unavailable, which is what a CPU training run needs.
     """
     import deepspeed.ops
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
-    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})[ShareMemCommBuilder.NAME] = False
 
 
 def free_port() -> int:
