@@ -291,7 +291,10 @@ def test_a_first_cpu_run_builds_no_deepspeed_op_and_runs_no_compiler(world, imu_
     runs = [imu_recipe(world["anchor"], world["manifest"], tmp_path / name, max_steps=2, **train)
             for name, train in (("zero0", {}), ("zero2", {"zero_stage": 2}),
                                 ("bf16", {"zero_stage": 1, "precision": "bf16"}))]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")}
+    from modbind.train.engine import free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions"),
+           "MASTER_PORT": str(free_port())}  # this process's own group holds the port it left in the env
     run = subprocess.run([sys.executable, "-c", FIRST_RUN, json.dumps(runs, default=str)], env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
