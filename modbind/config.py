@@ -154,6 +154,9 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(3, ge=1)
     """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
     so that a checkpoint damaged by a crash leaves one to resume from."""
+    threads: int | None = Field(None, ge=1)
+    """Intra-op CPU threads per process (``align --threads``). None: on a CPU, ``OMP_NUM_THREADS`` if set, else
+    the cores ÷ the ranks on this machine − ``data.num_workers``, at least 1; on a GPU, torch's default."""
     compile: bool = False
     """torch.compile the trainable model (DeepSpeed's ``engine.compile``): faster steps on GPUs for long
     runs; the first steps pay the compile time. Off by default, as in the paper's runs."""

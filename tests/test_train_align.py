@@ -161,6 +161,8 @@ def test_resume_refuses_a_changed_recipe(world, imu_plugin) -> None:
     changed = recipe_for(world, "changed", max_steps=2, batch_size=8)
     with pytest.raises(ConfigError, match=r"differs from .*recipe.yaml in train.batch_size"):
         modbind.align(changed, resume=True, progress=False)
+    other_machine = recipe_for(world, "changed", max_steps=2, threads=1)  # a machine setting, not the run's
+    assert modbind.align(other_machine, resume=True, progress=False).steps == 2
 
 
 @pytest.mark.parametrize("stage", [1, 2])

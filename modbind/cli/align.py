@@ -21,9 +21,12 @@ from modbind.cli.recipe import set_option
                    "(e.g. --set train.max_steps=20000). The added steps run at train.optimizer.min_lr.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Output folder (overrides output.dir).")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Intra-op CPU threads per process (train.threads); default: on a CPU, the cores split over "
+                   "the ranks on this machine minus the DataLoader workers.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar (logs still go to metrics.jsonl).")
 def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[str, ...], resume: bool, extend: bool,
-          out_dir: Path | None, no_progress: bool) -> None:
+          out_dir: Path | None, threads: int | None, no_progress: bool) -> None:
     """Align a modality encoder to the frozen text-image anchor with symmetric InfoNCE.
 
     \b
@@ -41,6 +44,7 @@ def align(plugin_name: str | None, recipe_file: Path | None, overrides: tuple[st
     from modbind.workflow import align_and_evaluate
 
     settings = ([f"plugin.name={plugin_name}"] if plugin_name else []) + list(overrides)
+    settings += [f"train.threads={threads}"] if threads is not None else []
     recipe = load_recipe(recipe_file, settings)
     if out_dir is not None:
         recipe.output.dir = out_dir

@@ -31,6 +31,7 @@ from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
     SkipCounter,
+    SourceExamples,
     TrainBatch,
     all_captions,
     make_loader,
@@ -40,6 +41,7 @@ from modbind.train.data import (
 from modbind.train.engine import Engine, init_distributed, micro_batch_size
 from modbind.train.finetune import apply_finetune, random_init_warning
 from modbind.train.loss import symmetric_info_nce
+from modbind.train.threads import ThreadChoice, choose_threads, intra_op_threads
 
 _AUGMENT_STREAM = 0xA06
 """Mixed into an item's seed for its augmentation stream (the dataset's stream, for crops, has no tag)."""
@@ -120,7 +122,7 @@ def run_alignment(
     further; the learning-rate schedule stays the one planned for the run's first length, so the added
     steps run at ``min_lr`` (see docs/recipes.md).
     """
-    recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
+    recipe = resolved.recipe
     train = recipe.train
     out = Path(recipe.output.dir)
     checkpoints = out / CHECKPOINT_DIR
@@ -139,7 +141,35 @@ def run_alignment(
     total_steps = _total_steps(train.max_steps, train.epochs, steps_per_epoch)
     if extend:
         _check_extends(checkpoints, total_steps)
+    plan = _Plan(sources, val_sources, steps_per_epoch, total_steps, saved_train)
     rank, world, device = init_distributed()
+    threads = choose_threads(train.threads, device=device, workers=recipe.data.num_workers)
+    with intra_op_threads(threads):
+        return _train_and_export(resolved, plan, rank, world, device, threads, resume=resume, progress=progress,
+                                 on_step=on_step, callbacks=callbacks)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`run_alignment` settles before DeepSpeed starts, so a bad manifest or length fails in seconds."""
+
+    sources: list[SourceExamples]
+    val_sources: list[SourceExamples]
+    steps_per_epoch: int
+    total_steps: int
+    saved_train: dict[str, Any]
+    """The ``train`` section of the run's saved recipe (on resume), whose length planned the LR schedule."""
+
+
+def _train_and_export(resolved: ResolvedRecipe, plan: _Plan, rank: int, world: int, device: torch.device,
+                      threads: ThreadChoice | None, *, resume: bool, progress: bool,
+                      on_step: Callable[[StepReport], None] | None, callbacks: Sequence[Periodic]) -> RunResult:
+    recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
+    train = recipe.train
+    out = Path(recipe.output.dir)
+    checkpoints = out / CHECKPOINT_DIR
+    sources, val_sources, steps_per_epoch, total_steps = (plan.sources, plan.val_sources, plan.steps_per_epoch,
+                                                          plan.total_steps)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
@@ -159,12 +189,15 @@ def run_alignment(
     state = engine.load(checkpoints) if resume else {}
     # the LR schedule keeps the length the run was first planned for (later --extend steps run at min_lr)
     schedule_steps = int(state.get("schedule_steps") or _total_steps(
-        saved_train.get("max_steps", train.max_steps), saved_train.get("epochs", train.epochs), steps_per_epoch))
+        plan.saved_train.get("max_steps", train.max_steps), plan.saved_train.get("epochs", train.epochs),
+        steps_per_epoch))
     engine.plan_schedule(schedule_steps)
     log = MetricsLog(out / METRICS_FILE, enabled=rank == 0, resume_step=engine.global_step if resume else None,
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
         tqdm.write(summary.describe())
+        if threads is not None:
+            tqdm.write(threads.describe())
         untrained = random_init_warning(plugin, options)
         if untrained:
             tqdm.write(untrained, file=sys.stderr)
@@ -173,11 +206,13 @@ def run_alignment(
             if left_out:
                 tqdm.write(f"warning: {left_out}", file=sys.stderr)
         log.write({"event": "start", "step": engine.global_step, "world_size": world, "device": str(device),
+                   "threads": torch.get_num_threads(), "threads_from": threads.source if threads else "torch default",
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "schedule_steps": schedule_steps,
                    "encoder_init": encoder_init(options),
                    "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
+
     def snapshot(step: int, epoch: int) -> TrainingSnapshot:
         card = make_card(plugin, options, recipe.anchor, anchor.identity, engine.module,
                          anchor_provider=resolved.anchor_provider, recipe=recipe.model_dump(mode="json"),
@@ -549,6 +584,8 @@ def _prepare_captions(resolved: ResolvedRecipe, captions: list[str], out: Path, 
 
 EXTENSION_KEYS = ("train.epochs", "train.max_steps")
 """What ``--resume --extend`` may change: how long the run trains, nothing about how."""
+MACHINE_KEYS = ("train.threads",)
+"""What ``--resume`` accepts changed without a flag: settings of the machine the run continues on."""
 
 
 def _check_same_recipe(saved: Path, resolved: ResolvedRecipe, *, extend: bool = False) -> dict[str, Any]:
@@ -568,7 +605,7 @@ def _check_same_recipe(saved: Path, resolved: ResolvedRecipe, *, extend: bool = 
     changed = [f"{section}.{key}" for section in ("anchor", "plugin", "data", "train")
                for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
                if before.get(section, {}).get(key) != now.get(section, {}).get(key)]
-    refused = [key for key in changed if not (extend and key in EXTENSION_KEYS)]
+    refused = [key for key in changed if key not in MACHINE_KEYS and not (extend and key in EXTENSION_KEYS)]
     if refused:
         hint = ("; to train a finished run further, add --extend (it accepts changes to "
                 f"{' and '.join(EXTENSION_KEYS)} only)") if set(refused) <= set(EXTENSION_KEYS) else ""
