@@ -203,7 +203,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         engine = Engine(model, recipe.train, 1, 1000)
         loop = TrainLoop(resolve_recipe(recipe, get_registry()), engine, cache, device, 0, 1,
                          MetricsLog(Path(args.work) / "m.jsonl", enabled=False), None)
-        train_batch = TrainBatch(batch, texts, [str(i) for i in range(args.batch)])
+        train_batch = TrainBatch(batch, texts, [str(i) for i in range(args.batch)], positions=list(range(args.batch)))
         if device.type == "cuda":
             train_batch = train_batch.pin_memory()  # as the trainer's DataLoader delivers it on a GPU
         counter = iter(range(10**9))
