@@ -221,9 +221,8 @@ def _train_and_export(resolved: ResolvedRecipe, plan: _Plan, rank: int, world: i
                             anchor_provider=resolved.anchor_provider, device=str(device))
         return TrainingSnapshot(step, epoch, view, out)
 
-    loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
-    loop.schedule_steps = schedule_steps
-    loop.periodic, loop.snapshot = tuple(callbacks), snapshot
+    loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset,
+                     schedule_steps=schedule_steps, periodic=callbacks, snapshot=snapshot)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     anchor.assert_unchanged(fingerprint)
@@ -249,7 +248,8 @@ class TrainLoop:
 
     def __init__(self, resolved: ResolvedRecipe, engine: Engine, captions: Any, device: torch.device, rank: int,
                  world: int, log: "MetricsLog", on_step: Callable[[StepReport], None] | None,
-                 val_dataset: AlignmentDataset | None = None):
+                 val_dataset: AlignmentDataset | None = None, *, schedule_steps: int = 0,
+                 periodic: Sequence[Periodic] = (), snapshot: Callable[[int, int], TrainingSnapshot] | None = None):
         self.recipe, self.plugin, self.options = resolved.recipe, resolved.plugin, resolved.options
         self.extra_augmentations = resolved.augmentations
         self.engine, self.captions, self.device, self.rank, self.world, self.log = engine, captions, device, rank, world, log
@@ -261,10 +261,11 @@ class TrainLoop:
         """Items the run trained on (readable ones), over every epoch and resume."""
         self.skip_examples: list[str] = []
         self.trained = [p for p in engine.module.parameters() if p.requires_grad]
-        self.schedule_steps = 0
+        self.schedule_steps = schedule_steps
         """The length the LR schedule was planned for; checkpoints keep it for --resume --extend."""
-        self.periodic: tuple[Periodic, ...] = ()
-        self.snapshot: Callable[[int, int], TrainingSnapshot] | None = None
+        self.periodic = tuple(periodic)
+        self.snapshot = snapshot
+        """Builds the :class:`TrainingSnapshot` the ``periodic`` callbacks get (rank 0)."""
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
