@@ -140,7 +140,8 @@ def test_align_logs_its_thread_choice_and_takes_threads_as_an_override(tmp_path:
     chosen = CliRunner().invoke(cli, ["align", "--recipe", str(recipe_file), "--out", str(tmp_path / "auto"),
                                       "--set", "train.max_steps=1", "--no-progress"])
     assert chosen.exit_code == 0, chosen.output
-    assert "CPU threads: 2 per process (3 cores ÷ 1 rank(s) on this machine − 1 DataLoader worker(s)" in chosen.output
+    assert ("CPU threads: 2 per process (3 cores ÷ 1 rank(s) on this machine − 1 DataLoader worker(s)"
+            in chosen.output)
     start = json.loads((tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()[0])
     assert (start["threads"], start["threads_from"]) == (2, "3 cores ÷ 1 rank(s) on this machine − 1 DataLoader "
                                                             "worker(s), at least 1")

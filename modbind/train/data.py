@@ -3,8 +3,8 @@
 Per-item CPU work (decode, resample, crop) runs in DataLoader workers; featurization and augmentation run
 batched on the device (see :mod:`modbind.train.trainer`). Every random choice about an item (epoch order,
 which caption, where to crop, its augmentation) is seeded from ``(seed, epoch, position)``, so a resumed run
-sees exactly the batches an uninterrupted run would have seen, and the world size changes none of them. Items that cannot be read come back as :class:`Skipped` and are
-counted, never raised mid-epoch.
+sees exactly the batches an uninterrupted run would have seen, and the world size changes none of them.
+Items that cannot be read come back as :class:`Skipped` and are counted, never raised mid-epoch.
 """
 
 from __future__ import annotations

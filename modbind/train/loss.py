@@ -14,6 +14,8 @@ except the cached caption embeddings, which are constants.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -50,13 +52,13 @@ class _ScaleGradient(torch.autograd.Function):
     """Identity forward; the gradient multiplied by ``factor`` (exactly, unlike an ``a/W + detach`` sum)."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, factor: float) -> Tensor:  # type: ignore[override]
-        ctx.factor = factor  # type: ignore[attr-defined]
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+        ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return grad * ctx.factor, None  # type: ignore[attr-defined]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.factor, None
 
 
 def _shared_by_ranks(x: Tensor) -> Tensor:
