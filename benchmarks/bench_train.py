@@ -319,7 +319,8 @@ def build_trainer(spec: dict[str, Any], device: torch.device) -> tuple[Callable[
     train = {"compile": spec.get("compile", False), "compile_mode": spec.get("compile_mode", "default")}
     plugin, options, engine, loop = _trainer_loop(spec, device, train)
     texts = texts_for(spec["batch"])
-    batch = TrainBatch(_batch(spec, options), texts, [str(i) for i in range(spec["batch"])])
+    batch = TrainBatch(_batch(spec, options), texts, [str(i) for i in range(spec["batch"])],
+                       positions=list(range(spec["batch"])))
     if device.type == "cuda":
         batch = batch.pin_memory()  # as the trainer's DataLoader delivers it on a GPU
     counter = iter(range(10**9))

@@ -41,13 +41,17 @@ _LAZY = {
     "EncoderOutput": "modbind.contracts",
     "EncoderPlugin": "modbind.contracts",
     "EvalTask": "modbind.contracts",
+    "ItemRandomness": "modbind.contracts",
+    "Randomness": "modbind.contracts",
     "ModalityEncoder": "modbind.contracts",
     "PackedItem": "modbind.contracts",
+    "draw_uniform": "modbind.contracts",
     # errors
     "ModbindError": "modbind.errors",
     "DataError": "modbind.errors",
     "CheckpointError": "modbind.errors",
     "ConfigError": "modbind.errors",
+    "NonFiniteError": "modbind.errors",
 }
 
 

@@ -62,9 +62,13 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return load(Path(path) if path is not None else None, overrides)
 
 
-def align(recipe: Recipe | str | Path, overrides: Iterable[str] = (), *, resume: bool = False,
+def align(recipe: Recipe | str | Path, overrides: Iterable[str] = (), *, resume: bool = False, extend: bool = False,
           progress: bool = True, on_step: Callable[[StepReport], None] | None = None) -> RunResult:
-    """Train the recipe's plugin against its anchor (what ``modbind align`` runs), then its ``eval.suite``."""
+    """Train the recipe's plugin against its anchor (what ``modbind align`` runs), then its ``eval.suite``.
+
+    ``resume`` continues the run in ``output.dir``; ``extend`` (with ``resume``) also lets the recipe raise
+    ``train.epochs``/``train.max_steps`` to train a finished run further.
+    """
     from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides, resolve_recipe
     from modbind.workflow import align_and_evaluate
@@ -74,8 +78,8 @@ def align(recipe: Recipe | str | Path, overrides: Iterable[str] = (), *, resume:
     elif overrides:
         recipe = Recipe.model_validate(apply_overrides(recipe.model_dump(mode="json"), overrides))
     registry = get_registry()
-    return align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, progress=progress,
-                              on_step=on_step)
+    return align_and_evaluate(resolve_recipe(recipe, registry), registry, resume=resume, extend=extend,
+                              progress=progress, on_step=on_step)
 
 
 @dataclass

@@ -13,6 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: no learning rate beyond it can update float32 weights."""
+
+
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, never silently ignored."""
 
@@ -70,6 +74,8 @@ class OptimizerConfig(Section):
     """Adam with warm-up and a cosine decay from ``lr`` to ``min_lr``; values Adam cannot use are refused here."""
 
     lr: float = Field(5e-5, gt=0, allow_inf_nan=False)
+    """Peak learning rate; finite and > 0, and small enough that Adam's largest step, ``lr / (1 - beta1)``, fits
+    float32 (the weights' type), which torch's Adam needs."""
     min_lr: float = Field(1e-5, ge=0, allow_inf_nan=False)
     """The floor of the cosine schedule; at most ``lr`` (a higher floor would make the schedule climb)."""
     betas: tuple[float, float] = (0.9, 0.98)
@@ -98,6 +104,16 @@ class OptimizerConfig(Section):
         return min_lr
 
 
+    @model_validator(mode="after")
+    def _step_fits_float32(self) -> "OptimizerConfig":
+        largest_step = self.lr / (1.0 - self.betas[0])  # Adam's bias correction divides the first step by 1 - beta1
+        if largest_step > FLOAT32_MAX:
+            raise ValueError(f"lr {self.lr:g} makes Adam's first step lr / (1 - beta1) = {largest_step:.3g}, beyond "
+                             f"float32's range ({FLOAT32_MAX:.4g}), the type of the weights; use a learning rate "
+                             "near the paper's 5e-5")
+        return self
+
+
 class LoraConfig(Section):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -114,8 +130,9 @@ class AugmentationEntry(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(64, ge=1)
-    """Global batch: per-device batch × devices × gradient accumulation."""
+    batch_size: int = Field(64, ge=2)
+    """Global batch: per-device batch × devices × gradient accumulation. At least 2: InfoNCE contrasts each
+    item with the rest of the global batch, so a batch of one has no negatives and its loss is always 0."""
     epochs: int = Field(5, ge=1)
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps (overrides epochs when set)."""
@@ -132,9 +149,15 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     """Optimizer steps between resumable checkpoints (one is always written at the end)."""
+    val_every: int | None = Field(None, ge=1)
+    """Optimizer steps between validation losses on ``data.val``; None: after every epoch. Either way one
+    runs at the end of the run."""
     keep_checkpoints: int = Field(3, ge=1)
     """How many of the newest checkpoints to keep (older ones are deleted after each save); keep 2 or more
     so that a checkpoint damaged by a crash leaves one to resume from."""
+    threads: int | None = Field(None, ge=1)
+    """Intra-op CPU threads per process (``align --threads``). None: on a CPU, ``OMP_NUM_THREADS`` if set, else
+    the cores ÷ the ranks on this machine − ``data.num_workers``, at least 1; on a GPU, torch's default."""
     compile: bool | Literal["auto"] = "auto"
     """torch.compile the trainable model (DeepSpeed's ``engine.compile``); the first steps pay the compile
     time. ``auto``: on CUDA devices only (on the CPU inductor's compile takes longer than it saves in a
@@ -145,6 +168,14 @@ class TrainConfig(Section):
     """torch.compile mode: ``reduce-overhead`` replays CUDA graphs (static shapes: fixed crops, fixed batch),
     ``max-autotune`` also searches kernel configurations (longer compile)."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_has_negatives(cls, batch_size: Any) -> Any:
+        if batch_size == 1:  # the bound below would only say "should be >= 2"; say why
+            raise ValueError("a global batch of 1 gives InfoNCE no negatives (the loss is always 0 and nothing "
+                             "is learned); use 2 or more (the paper uses 64)")
+        return batch_size
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainConfig":
@@ -165,6 +196,25 @@ class EvalConfig(Section):
     data_root: Path | None = None
     """What ``${DATA_ROOT}`` in the suite's paths stands for (default: ``$MODBIND_DATA_ROOT``, else ``data``
     in the current folder)."""
+    every_steps: int | None = Field(None, ge=1)
+    """Also evaluate the model being trained every this many optimizer steps (rank 0; logged to metrics.jsonl
+    and TensorBoard), with ``during_training_suite``; None: only after training."""
+    during_training_suite: Path | None = None
+    """The suite for ``every_steps`` (keep it small: training waits for it); None: ``suite``."""
+
+    @model_validator(mode="after")
+    def _periodic_needs_a_suite(self) -> "EvalConfig":
+        if self.every_steps is not None and self.during_training_suite is None and self.suite is None:
+            raise ValueError("every_steps is set but there is no suite to run: set eval.during_training_suite "
+                             "(or eval.suite)")
+        return self
+
+    @property
+    def periodic_suite(self) -> Path | None:
+        """The suite to run every ``every_steps`` steps, or None when nothing runs during training."""
+        if self.every_steps is None:
+            return None
+        return self.during_training_suite or self.suite
 
 
 class OutputConfig(Section):

@@ -8,7 +8,7 @@ or any other sensor fits the same pipeline as audio.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -23,6 +23,47 @@ from modbind.pretrained import PretrainedCheckpoint, resolve_checkpoint, with_im
 
 Batch = dict[str, Tensor]
 """A dict of batched tensors, e.g. ``{"waveform": (B, N), "padding_mask": (B, N)}``."""
+
+
+class ItemRandomness:
+    """One random stream per item of a batch, for train-time augmentation that must not depend on the batch.
+
+    The trainer seeds item i's stream from (recipe seed, epoch, the item's position in the epoch), so an item
+    is augmented the same way whichever rank, batch slot or world size holds it, and again after a resume.
+    Each stream is a CPU generator (augmentations draw a few numbers per item); :meth:`uniform` moves the
+    draws to the device in one asynchronous copy, so it costs no host sync on a GPU.
+    """
+
+    def __init__(self, seeds: Sequence[int]):
+        self._generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+    def __len__(self) -> int:
+        return len(self._generators)
+
+    def uniform(self, *shape: int, device: torch.device | str | None = None) -> Tensor:
+        """(items, *shape) float32 uniform in [0, 1) on ``device``; row i comes from item i's stream."""
+        values = torch.stack([torch.rand(shape, generator=g) for g in self._generators]) if self._generators \
+            else torch.empty((0, *shape))
+        target = torch.device(device) if device is not None else values.device
+        if target.type == "cuda":
+            values = values.pin_memory()  # a copy from pageable memory would wait for the GPU
+        return values.to(target, non_blocking=True)
+
+
+Randomness = torch.Generator | ItemRandomness | None
+"""What ``augment`` receives: per-item streams from the trainer, one generator for the whole batch (seeded
+use outside training), or None for torch's global generator."""
+
+
+def draw_uniform(randomness: Randomness, items: int, *shape: int, device: torch.device | str) -> Tensor:
+    """(items, *shape) uniform [0, 1) draws on ``device`` from any :data:`Randomness`: what augmentations call,
+    so they work with the trainer's per-item streams and with a plain generator alike."""
+    if isinstance(randomness, ItemRandomness):
+        if len(randomness) != items:
+            raise ValueError(f"{len(randomness)} random streams for a batch of {items} items")
+        return randomness.uniform(*shape, device=device)
+    draw_on = randomness.device if randomness is not None else device
+    return torch.rand((items, *shape), generator=randomness, device=draw_on).to(device)
 
 
 class EncoderOptions(BaseModel):
@@ -65,6 +106,15 @@ class ModalityEncoder(nn.Module):
     def layers(self) -> list[nn.Module]:
         """Blocks from input to output; partial fine-tuning trains the last k of them."""
         raise NotImplementedError(f"{type(self).__name__} does not list its layers for partial fine-tuning")
+
+    def set_step_seed(self, seed: int) -> None:
+        """Seed the random choices every rank must make alike, before a training forward.
+
+        The trainer calls this before each training forward with a seed derived from (recipe seed, epoch,
+        micro-step), never from the rank. Draw choices that apply to the whole batch from it (e.g. which
+        layers layerdrop skips), so every rank and every world size makes the same ones. Per-item noise such
+        as dropout masks stays on torch's global generator. Default: nothing to seed.
+        """
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation recomputation on or off (default: not supported, so refuse loudly)."""
@@ -129,7 +179,11 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
 
     @abc.abstractmethod
     def load_item(self, path: Path, options: OptionsT) -> Any:
-        """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot."""
+        """Decode one raw item from a file; raise :class:`modbind.DataError` naming the file if it cannot.
+
+        An item repaired while decoding (e.g. a few NaN samples zeroed) may say so in a ``repairs`` attribute,
+        a sequence of short tags; the trainer counts such items per epoch beside the skipped ones.
+        """
 
     def as_item(self, value: Any, options: OptionsT, **hints: Any) -> Any:
         """An in-memory value (array, tensor, ...) as a raw item ``preprocess`` accepts.
@@ -154,8 +208,13 @@ class EncoderPlugin(abc.ABC, Generic[OptionsT]):
         """Batched device-side feature extraction (e.g. log-mel fbank). Default: pass through."""
         return batch
 
-    def augment(self, features: Batch, options: OptionsT, generator: torch.Generator | None = None) -> Batch:
-        """Train-time augmentation of featurized batches (e.g. SpecAugment). Default: none."""
+    def augment(self, features: Batch, options: OptionsT, generator: Randomness = None) -> Batch:
+        """Train-time augmentation of featurized batches (e.g. SpecAugment). Default: none.
+
+        Draw random numbers with :func:`draw_uniform` (or ``generator.uniform`` when it is an
+        :class:`ItemRandomness`): the trainer passes one stream per item, so that an item's augmentation
+        depends on the item alone, never on the rank or batch slot that holds it.
+        """
         return features
 
     def eval_policy(self, options: OptionsT) -> str:
@@ -214,8 +273,9 @@ class Augmentation(abc.ABC):
     rejects a misspelt or out-of-range parameter before any set-up. None leaves the params unchecked."""
 
     @abc.abstractmethod
-    def __call__(self, features: Batch, generator: torch.Generator | None = None, **params: Any) -> Batch:
-        """Return augmented features; ``params`` come from the recipe entry."""
+    def __call__(self, features: Batch, generator: Randomness = None, **params: Any) -> Batch:
+        """Return augmented features; ``params`` come from the recipe entry. Draw random numbers with
+        :func:`draw_uniform` (see :meth:`EncoderPlugin.augment`)."""
 
 
 class AnchorProvider(abc.ABC):
@@ -234,6 +294,13 @@ class AnchorProvider(abc.ABC):
     def known_models(self) -> list[str]:
         """Model names this provider offers, for "did you mean" hints when a name is misspelt."""
         return []
+
+    def pretrained_in_use(self, model: str, pretrained: str | None) -> str | None:
+        """The ``pretrained`` value :meth:`load` actually uses for ``model``: None where it ignores the value.
+
+        Model cards record this, so a card never names weights that were not loaded. Default: as given.
+        """
+        return pretrained
 
 
 class DatasetReader(abc.ABC):

@@ -30,6 +30,10 @@ class CheckpointError(ModbindError):
     """A checkpoint is missing, malformed or does not fit the model."""
 
 
+class NonFiniteError(ModbindError):
+    """A loss, gradient or weight became NaN or infinite: training diverged, or a model cannot be exported."""
+
+
 def exception_reason(err: BaseException) -> str:
     """The first line of ``err``'s message, or its type name when the message is empty.
 

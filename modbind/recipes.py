@@ -198,7 +198,8 @@ class ResolvedRecipe:
     """A recipe with its plugins looked up and validated: what a run needs, checked before heavy work.
 
     ``recipe.plugin.options`` (and each augmentation's ``params``, where it declares a model) is filled with
-    the defaults, so dumping it shows exactly what a run will use.
+    the defaults and ``recipe.anchor.pretrained`` is what the anchor provider will use (None for a
+    ``local-dir:`` folder given a tag it ignores), so dumping it shows exactly what a run will use.
     """
 
     recipe: Recipe
@@ -233,15 +234,16 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
                                prefix=f"train.augmentations.{index}.params.").model_dump()
         augmentations.append((augmentation, params))
     provider = registry.anchor_provider(recipe.anchor.model)
-    if recipe.eval.suite is not None:
-        from modbind.eval.suite import check_suite_tasks, load_suite
+    for key, suite in (("eval.suite", recipe.eval.suite), ("eval.during_training_suite", recipe.eval.periodic_suite)):
+        if suite is not None:
+            from modbind.eval.suite import check_suite_tasks, load_suite
 
-        check_suite_tasks(load_suite(recipe.eval.suite, recipe.eval.data_root), registry.eval_tasks,
-                          f"eval.suite {recipe.eval.suite}")
+            check_suite_tasks(load_suite(suite, recipe.eval.data_root), registry.eval_tasks, f"{key} {suite}")
     filled = recipe.model_copy(deep=True)
     filled.plugin.options = options.model_dump(mode="json")
     for entry, (_, params) in zip(filled.train.augmentations, augmentations):
         entry.params = params
+    filled.anchor.pretrained = provider.pretrained_in_use(recipe.anchor.model, recipe.anchor.pretrained)
     return ResolvedRecipe(filled, plugin, options, tuple(augmentations), provider)
 
 

@@ -44,10 +44,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other processes for the shared cores)."""
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    """Tiny models run fastest single-threaded (and do not fight other processes for the shared cores).
+
+    ``OMP_NUM_THREADS=1`` keeps ``align`` at one thread too (it chooses its own count otherwise).
+    """
     import torch
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -360,8 +360,9 @@ def test_evaluate_model_writes_a_report_for_an_in_memory_model(tmp_path, caption
     write_manifest(captioned, tmp_path / "test.jsonl")
     suite = tmp_path / "suite.yaml"
     suite.write_text("languages: [en]\ntasks:\n  - {task: retrieval, data: test.jsonl}\n", encoding="utf-8")
-    written = evaluate_model(VectorModel(VocabAnchor()), suite, tmp_path / "out", get_registry().eval_tasks,
-                             progress=False)
+    results, written = evaluate_model(VectorModel(VocabAnchor()), suite, tmp_path / "out", get_registry().eval_tasks,
+                                      progress=False)
+    assert [r["R@1"] for r in results[0].rows] == [100.0, 100.0]
     report = json.loads(written["json"].read_text(encoding="utf-8"))
     assert report["settings"]["suite"] == str(suite) and report["model"]["card"]["plugin"] == "npy_vectors"
     assert [r["R@1"] for r in report["tasks"][0]["rows"]] == [100.0, 100.0]

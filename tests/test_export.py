@@ -120,8 +120,34 @@ def test_bad_exports_fail_with_a_clear_message(world, imu_plugin, tmp_path) -> N
 def test_card_records_what_rebuilds_the_model(world, imu_plugin) -> None:
     model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world))
     card = make_card(model.plugin, model.options, anchor_config(world), "id", model.model,
-                     recipe={"train": {"batch_size": 8}}, metrics={"final_loss": 0.5})
+                     anchor_provider=model._anchor_provider, recipe={"train": {"batch_size": 8}},
+                     metrics={"final_loss": 0.5})
     assert card["plugin_options"]["window"] == 32 and card["dim"] == 32 and card["width"] == 32
     assert card["head"] == "linear" and card["recipe"]["train"]["batch_size"] == 8
     assert card["logit_scale"] == pytest.approx(model.logit_scale) and card["modbind_version"]
     assert isinstance(model, AlignedModel)
+
+
+def test_weights_holding_nan_or_inf_are_never_exported(world, imu_plugin, tmp_path) -> None:
+    from modbind.errors import NonFiniteError
+
+    model = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=1)
+    with torch.no_grad():
+        model.model.head.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"refusing to export .*1 weight tensor\(s\) hold NaN or infinite values "
+                                             r"\(first: head.weight\)"):
+        model.save(tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_the_card_names_the_anchor_weights_actually_loaded(world, imu_plugin, tmp_path) -> None:
+    """A local-dir: anchor ignores a pretrained tag (the recipe default is one): the card records None, and
+    the anchor it describes loads and matches the identity the model was aligned to."""
+    tagged = AnchorConfig(model=f"local-dir:{world['anchor']}", pretrained="laion5b_s13b_b90k")
+    model = modbind.untrained("imu_conv", {"window": 32}, tagged)
+    assert model.card["anchor"]["model"] == tagged.model and model.card["anchor"]["pretrained"] is None
+    reloaded = modbind.load(model.save(tmp_path / "export"))
+    assert reloaded.anchor.identity == model.card["anchor_identity"]
+    weights = str(world["anchor"] / "open_clip_model.safetensors")  # a weights file does override the folder's
+    overridden = modbind.untrained("imu_conv", {"window": 32}, AnchorConfig(model=tagged.model, pretrained=weights))
+    assert overridden.card["anchor"]["pretrained"] == weights

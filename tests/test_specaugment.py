@@ -88,3 +88,24 @@ def test_cuda_features_with_a_generator_on_either_device(generator_device):
     assert out.device.type == "cuda" and torch.equal(out, masked(0))
     time_masked = (out == 0).all(dim=2)
     assert time_masked[:, :120].any() and not time_masked[:, 120:].any()  # time masks stay in real frames
+
+
+def test_per_example_streams_make_each_example_s_masks_independent_of_its_batch():
+    """With one stream per example (what the trainer passes), splitting or reordering a batch changes no mask."""
+    from modbind.contracts import ItemRandomness
+
+    features = torch.randn(6, 150, 40) + 5.0
+    padding = torch.zeros(6, 150, dtype=torch.bool)
+    padding[3:, 100:] = True
+    seeds = [11, 12, 13, 14, 15, 16]
+
+    def masked(rows: list[int]) -> torch.Tensor:
+        return spec_augment(features[rows], freq_mask=10, time_mask=30, n_freq_masks=2, n_time_masks=2,
+                            padding_mask=padding[rows], generator=ItemRandomness([seeds[r] for r in rows]))
+
+    whole = masked(list(range(6)))
+    assert (whole == 0).any()
+    torch.testing.assert_close(torch.cat([masked([0, 1, 2]), masked([3, 4, 5])]), whole, rtol=0, atol=0)
+    torch.testing.assert_close(masked([5, 0, 3]), whole[[5, 0, 3]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="2 random streams for a batch of 6"):
+        spec_augment(features, generator=ItemRandomness([1, 2]))

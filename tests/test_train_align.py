@@ -76,6 +76,12 @@ def test_engine_runs_torch_fused_adam_on_the_cpu() -> None:
     engine = Engine(torch.nn.Linear(4, 4), TrainConfig(batch_size=2), world=1, total_steps=10)
     optimizer = engine._engine.optimizer
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"] and not optimizer.defaults["foreach"]
+def test_a_global_batch_of_one_is_refused_when_the_recipe_is_read() -> None:
+    from modbind.recipes import load_recipe
+
+    with pytest.raises(ConfigError, match=r"train.batch_size.*batch of 1 gives InfoNCE no negatives"):
+        load_recipe(None, ["train.batch_size=1"])
+    assert load_recipe(None, ["train.batch_size=2"]).train.batch_size == 2
 
 
 def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) -> None:
@@ -86,8 +92,11 @@ def test_few_hundred_steps_drive_infonce_far_below_log_batch(world, imu_plugin) 
     assert np.mean(result.history[:5]) > 0.8 * chance
     assert np.mean(result.history[-20:]) < 0.25 * chance, result.history[-20:]
     records = metrics(result.out_dir)
-    steps = [r for r in records if "loss" in r]
-    assert [r["step"] for r in steps] == list(range(1, 241))
+    assert all({"event", "step", "time"} <= set(r) for r in records)  # every line says what it records
+    documented = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text(encoding="utf-8")
+    assert all(f"| `{r['event']}` |" in documented for r in records)
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 241)) and all("loss" in r for r in steps)
     # warm-up then cosine from lr to min_lr
     assert steps[2]["lr"] < steps[5]["lr"] and steps[-1]["lr"] == pytest.approx(3e-4, rel=1e-3)
     epochs = [r for r in records if r.get("event") == "epoch_end"]
@@ -190,7 +199,8 @@ def test_unreadable_items_are_counted_per_epoch_and_stop_the_run_past_the_limit(
 
     settings = imu_recipe(world["anchor"], manifest, tmp_path / "strict", max_steps=4)
     settings["data"]["max_skip_fraction"] = 0.02
-    with pytest.raises(DataError, match=r"could not be read, more than data.max_skip_fraction=0.02"):
+    with pytest.raises(DataError, match=r"\d of the epoch's 64 items could not be read .*more than "
+                                        r"data.max_skip_fraction=0.02"):
         modbind.align(Recipe.model_validate(settings), progress=False)
 
 
@@ -200,6 +210,8 @@ def test_resume_refuses_a_changed_recipe(world, imu_plugin) -> None:
     changed = recipe_for(world, "changed", max_steps=2, batch_size=8)
     with pytest.raises(ConfigError, match=r"differs from .*recipe.yaml in train.batch_size"):
         modbind.align(changed, resume=True, progress=False)
+    other_machine = recipe_for(world, "changed", max_steps=2, threads=1)  # a machine setting, not the run's
+    assert modbind.align(other_machine, resume=True, progress=False).steps == 2
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -256,3 +268,94 @@ def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plug
     keys = set(load_file(str(compiled.export_dir / "model.safetensors")))
     assert keys == set(load_file(str(plain.export_dir / "model.safetensors")))  # no compile wrapper prefixes
     assert modbind.load(compiled.export_dir).card["plugin"] == "imu_conv"  # loads strictly
+
+
+def test_rows_without_a_training_caption_are_counted_per_source(world, imu_plugin, tmp_path, capsys) -> None:
+    lines = world["manifest"].read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows[:6]:
+        row["captions"] = {"de": ["nur deutsch"]}
+    manifest = world["manifest"].parent / "partly_german.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "run", max_steps=1)
+    settings["data"]["val"] = [{"manifest": str(world["manifest"])}]
+    capsys.readouterr()
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
+    err = capsys.readouterr().err
+    assert f"data.train[0] ({manifest}): 6 of 64 rows have no 'en' caption (data.caption_language)" in err
+    assert "data.val[0]" not in err  # every val row has one
+    [start] = [r for r in metrics(result.out_dir) if r["event"] == "start"]
+    assert start["without_caption"] == {"data.train[0]": 6, "data.val[0]": 0}
+
+
+def test_a_run_that_reads_no_item_fails_and_exports_nothing(world, imu_plugin, tmp_path) -> None:
+    manifest = tmp_path / "gone" / "train.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(world["manifest"].read_text(encoding="utf-8"), encoding="utf-8")  # no .npy beside it
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "limited", max_steps=3)
+    with pytest.raises(DataError, match=r"16 of the epoch's 64 items could not be read"):
+        modbind.align(Recipe.model_validate(settings), progress=False)  # the skip limit stops it at step 1
+    settings = imu_recipe(world["anchor"], manifest, tmp_path / "unlimited", max_steps=3)
+    settings["data"]["max_skip_fraction"] = 1.0
+    with pytest.raises(DataError, match=r"no training item could be read in 3 steps: all 48 items drawn were "
+                                        r"skipped \(e.g. .*imu\d+.npy.*nothing is exported"):
+        modbind.align(Recipe.model_validate(settings), progress=False)
+    assert not (tmp_path / "unlimited" / "export").exists()
+
+
+def test_a_run_records_the_anchor_it_loaded_not_an_ignored_tag(world, imu_plugin, tmp_path) -> None:
+    import yaml
+
+    settings = imu_recipe(world["anchor"], world["manifest"], tmp_path / "run", max_steps=1)
+    settings["anchor"]["pretrained"] = "laion5b_s13b_b90k"  # the recipe default; a local-dir: folder ignores it
+    result = modbind.align(Recipe.model_validate(settings), progress=False)
+    card = json.loads((result.export_dir / "card.json").read_text())
+    assert card["anchor"] == {**card["anchor"], "model": f"local-dir:{world['anchor']}", "pretrained": None}
+    assert card["recipe"]["anchor"]["pretrained"] is None
+    assert yaml.safe_load((result.out_dir / "recipe.yaml").read_text())["anchor"]["pretrained"] is None
+    assert modbind.load(result.export_dir).anchor.identity == card["anchor_identity"]
+
+
+def test_resume_extend_trains_a_finished_run_further_at_min_lr(world, imu_plugin, tmp_path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from modbind.cli.main import cli
+
+    first = recipe_for(world, "extended", max_steps=4, checkpoint_every=1)  # one epoch of 4 steps
+    modbind.align(first, progress=False)
+    longer = recipe_for(world, "extended", max_steps=8, checkpoint_every=1)
+    with pytest.raises(ConfigError, match=r"differs from .* in train.max_steps; .*add --extend"):
+        modbind.align(longer, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"--extend .* together with --resume"):
+        modbind.align(longer, extend=True, progress=False)
+    with pytest.raises(ConfigError, match=r"--extend: the recipe trains 4 steps, but the run .* already has 4"):
+        modbind.align(first, resume=True, extend=True, progress=False)
+    with pytest.raises(ConfigError, match=r"differs from .* in train.batch_size"):
+        modbind.align(recipe_for(world, "extended", max_steps=8, batch_size=8), resume=True, extend=True,
+                      progress=False)
+
+    recipe_file = tmp_path / "first.yaml"
+    recipe_file.write_text(yaml.safe_dump(first.model_dump(mode="json")))
+    cli_run = CliRunner().invoke(cli, ["align", "--recipe", str(recipe_file), "--resume", "--extend",
+                                       "--set", "train.max_steps=8", "--no-progress"])
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "trained 8 steps" in cli_run.output
+    steps = [r for r in metrics(first.output.dir) if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 9))
+    # the schedule planned for 4 steps ends at min_lr; the added steps stay there
+    assert steps[1]["lr"] > steps[3]["lr"] and all(r["lr"] == pytest.approx(3e-4) for r in steps[3:])
+    assert json.loads((first.output.dir / "export" / "card.json").read_text())["metrics"]["steps"] == 8
+
+    # the kept schedule survives a crash inside the extension: resuming it continues exactly
+    again = recipe_for(world, "extended-again", max_steps=4, checkpoint_every=1)
+    modbind.align(again, progress=False)
+
+    def crash_after_6(report: StepReport) -> None:
+        if report.step == 6:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        modbind.align(again, ["train.max_steps=8"], resume=True, extend=True, progress=False, on_step=crash_after_6)
+    resumed = modbind.align(again, ["train.max_steps=8"], resume=True, progress=False)  # recipe.yaml says 8 now
+    np.testing.assert_allclose(resumed.history, [r["loss"] for r in steps[6:]], rtol=1e-5, atol=1e-6)

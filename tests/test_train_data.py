@@ -15,8 +15,10 @@ from modbind.data.manifest import read_manifest
 from modbind.errors import ConfigError, DataError
 from modbind.train.data import (
     AlignmentDataset,
+    Example,
     RankBatchSampler,
     SkipCounter,
+    SourceExamples,
     all_captions,
     epoch_order,
     make_loader,
@@ -111,7 +113,7 @@ def test_unreadable_items_are_skipped_counted_and_stop_the_run_past_the_limit(tm
     dataset = AlignmentDataset(sources, plugin, options, seed=0)
     loader = make_loader(dataset, RankBatchSampler(micro_steps=3, micro_batch=4, world=1, rank=0), num_workers=1,
                          device=torch.device("cpu"))
-    counter = SkipCounter(max_fraction=0.3)
+    counter = SkipCounter(max_fraction=0.3, epoch_items=12)
     for batch in loader:
         assert batch.inputs["series"].shape == (len(batch), 6, 32)
         assert len(batch.captions) == len(batch)
@@ -119,7 +121,7 @@ def test_unreadable_items_are_skipped_counted_and_stop_the_run_past_the_limit(tm
     assert (counter.seen, counter.skipped) == (12, 3)
     assert "not a readable .npy" in counter.examples[0]
     counter.check(final=True)  # 25 % is under the 30 % limit
-    strict = SkipCounter(max_fraction=0.1, seen=12, skipped=3, examples=counter.examples)
+    strict = SkipCounter(max_fraction=0.1, epoch_items=12, seen=12, skipped=3, examples=counter.examples)
     with pytest.raises(DataError, match=r"3 of 12 items \(25.0%\) could not be read.*max_skip_fraction=0.1"):
         strict.check(final=True)
 
@@ -175,3 +177,46 @@ def test_batches_for_a_gpu_arrive_in_page_locked_memory(tmp_path: Path, imu) -> 
     batch = next(iter(loader))
     assert len(batch) == 4 and len(batch.captions) == 4
     assert all(value.is_pinned() for value in batch.inputs.values())
+
+
+def replay_skip_rule(items: int, corrupt: int, limit: float, seed: int, batch: int = 16) -> tuple[bool, float]:
+    """The trainer's own epoch order and skip accounting over one epoch in which ``corrupt`` items fail.
+
+    Returns (whether the run would stop, the highest running share of skipped items along the way).
+    """
+    examples = [Example(f"item{i}", Path(f"item{i}.npy"), (f"caption {i}",)) for i in range(items)]
+    order = epoch_order([SourceExamples("train.jsonl", examples, 1.0)], epoch=0, seed=seed)
+    steps = items // batch
+    counter = SkipCounter(max_fraction=limit, epoch_items=steps * batch)
+    highest = 0.0
+    try:
+        for step in range(steps):
+            failed = sum(index < corrupt for _, index in order[step * batch:(step + 1) * batch])
+            counter.add(batch, failed)
+            highest = max(highest, counter.fraction)
+            counter.check()
+        counter.check(final=True)
+    except DataError:
+        return True, highest
+    return False, highest
+
+
+def test_the_skip_limit_does_not_depend_on_the_shuffle() -> None:
+    """4 % unreadable under a 5 % limit never stops a run, 6 % always does, whatever the seed's order."""
+    under = [replay_skip_rule(1024, 41, 0.05, seed) for seed in range(200)]
+    assert not any(stopped for stopped, _ in under)
+    assert sum(highest > 0.05 for _, highest in under) > 20  # the running share passes 5 % in many orders
+    assert all(stopped for stopped, _ in (replay_skip_rule(1024, 62, 0.05, seed) for seed in range(200)))
+
+
+def test_the_skip_limit_stops_mid_epoch_only_once_the_epoch_cannot_end_under_it() -> None:
+    counter = SkipCounter(max_fraction=0.05, epoch_items=100)
+    counter.add(10, 5)  # 50 % so far, but the epoch may still end at 5 %
+    counter.check()
+    counter.add(10, 1)  # 6 of the epoch's 100: the epoch cannot end under 5 % any more
+    with pytest.raises(DataError, match=r"6 of the epoch's 100 items could not be read \(found after 20\)"):
+        counter.check()
+    early = SkipCounter(max_fraction=0.05, epoch_items=100, seen=16, skipped=1)
+    early.check()  # mid-epoch: 1 of 100 is fine
+    with pytest.raises(DataError, match=r"1 of 16 items \(6.2%\) could not be read"):
+        early.check(final=True)  # a run stopped here by max_steps is judged on the 16 items it saw

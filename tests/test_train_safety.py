@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from modbind.config import Recipe
-from modbind.errors import CheckpointError, ConfigError, UnsafePathError
+from modbind.errors import CheckpointError, ConfigError, NonFiniteError, UnsafePathError
 from modbind.train.checkpoints import LATEST_FILE, checkpoint_tags, prune_checkpoints
 import modbind
 from modbind.train.trainer import StepReport
@@ -213,3 +213,93 @@ def test_align_leaves_nothing_in_shared_memory(world, imu_plugin, tmp_path) -> N
                               "--no-progress"], env=env, capture_output=True, text=True, timeout=300, check=False)
         assert run.returncode == status, run.stdout + run.stderr
         assert shm_segments(port) == [], name
+
+
+def test_a_diverging_run_stops_naming_the_step_keeps_its_checkpoint_and_exports_nothing(world, imu_plugin) -> None:
+    import re
+
+    recipe = recipe_for(world, "diverging", max_steps=6, checkpoint_every=1,
+                        optimizer={"lr": 1e30, "min_lr": 0.0, "warmup_steps": 0})
+    with pytest.raises(NonFiniteError, match=r"^step \d: the loss is nan; training diverged \(e.g. "
+                                             r"train.optimizer.lr 1e\+30 is too high.*The weights were not updated "
+                                             r"with it; the newest checkpoint, .*, was written before it") as err:
+        modbind.align(recipe, progress=False)  # the first steps push the weights to ~1e31: a forward overflows
+    step = int(re.match(r"step (\d)", str(err.value)).group(1))
+    checkpoints = recipe.output.dir / "checkpoints"
+    assert 1 < step < 6 and f"step{step - 1:08d}" in str(err.value)
+    assert (checkpoints / LATEST_FILE).read_text().strip() == f"step{step - 1:08d}"
+    assert not (recipe.output.dir / "export").exists()
+    with pytest.raises(NonFiniteError, match=rf"^step {step}: the loss is nan"):  # the good checkpoint resumes
+        modbind.align(recipe, resume=True, progress=False)
+
+    from modbind.recipes import load_recipe
+
+    with pytest.raises(ConfigError, match=r"lr 1e\+38 makes Adam's first step .* beyond float32's range"):
+        load_recipe(None, ["train.optimizer.lr=1e38"])  # torch's Adam would crash on its first step
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_nonfinite_gradient_under_a_finite_loss_stops_the_run(world, imu_plugin, monkeypatch, stage) -> None:
+    """An infinite gradient reaching the temperature at step 3 while every loss stays finite."""
+    from modbind.train import trainer
+
+    real_loss, calls = trainer.symmetric_info_nce, []
+
+    def loss_with_an_infinite_gradient_at_step_3(modality, text, logit_scale):
+        calls.append(1)
+        loss = real_loss(modality, text, logit_scale)
+        if len(calls) == 3:  # sqrt at 0: adds 0 to the loss, and an infinite gradient to the temperature
+            loss = loss + torch.sqrt(logit_scale - logit_scale.detach()).sum()
+        return loss
+
+    monkeypatch.setattr(trainer, "symmetric_info_nce", loss_with_an_infinite_gradient_at_step_3)
+    recipe = recipe_for(world, f"inf-grad-zero{stage}", max_steps=6, zero_stage=stage, checkpoint_every=2)
+    expected = (r"^step 3: the update made parameter 'log_logit_scale' NaN or infinite" if stage == 0
+                else r"^step 3: the gradient is NaN or infinite \(the update was skipped\)")
+    with pytest.raises(NonFiniteError, match=expected + r".*the newest checkpoint, .*step00000002, was written"):
+        modbind.align(recipe, progress=False)
+    assert checkpoint_tags(recipe.output.dir / "checkpoints") == ["step00000002"]
+    assert not (recipe.output.dir / "export").exists()
+
+
+FIRST_RUN = """
+import json, sys
+from pathlib import Path
+
+spawned = []
+sys.addaudithook(lambda event, args: spawned.append(Path(str(args[1][0])).name)
+                 if event == "subprocess.Popen" and args[1] else None)
+
+from deepspeed.ops.op_builder.builder import OpBuilder
+
+def refuse(self, *args, **kwargs):
+    raise AssertionError(f"DeepSpeed built its {self.name} op")
+
+OpBuilder.load = OpBuilder.jit_load = refuse
+
+import modbind
+from modbind.config import Recipe
+
+for settings in json.loads(sys.argv[1]):
+    modbind.align(Recipe.model_validate(settings), progress=False)
+print("SPAWNED", json.dumps(spawned))
+"""
+
+
+def test_a_first_cpu_run_builds_no_deepspeed_op_and_runs_no_compiler(world, imu_plugin, tmp_path) -> None:
+    """In a fresh process (as a user's first run): ZeRO 0 and 2, fp32 and bf16 load no op and spawn no compiler."""
+    runs = [imu_recipe(world["anchor"], world["manifest"], tmp_path / name, max_steps=2, **train)
+            for name, train in (("zero0", {}), ("zero2", {"zero_stage": 2}),
+                                ("bf16", {"zero_stage": 1, "precision": "bf16"}))]
+    from modbind.train.engine import free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions"),
+           "MASTER_PORT": str(free_port())}  # this process's own group holds the port it left in the env
+    run = subprocess.run([sys.executable, "-c", FIRST_RUN, json.dumps(runs, default=str)], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    spawned = json.loads(run.stdout.split("SPAWNED ", 1)[1])
+    compilers = {"gcc", "g++", "cc", "c++", "clang", "clang++", "ld", "ninja", "nvcc", "x86_64-linux-gnu-gcc"}
+    assert not compilers & set(spawned), spawned
+    assert not (tmp_path / "torch_extensions").exists()  # where a JIT build would have gone
+    assert "-laio" not in run.stderr and "Building extension" not in run.stdout

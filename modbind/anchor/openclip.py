@@ -433,6 +433,13 @@ class OpenClipProvider(AnchorProvider):
 
         return model.replace("/", "-") in open_clip.list_models()
 
+    def pretrained_in_use(self, model: str, pretrained: str | None) -> str | None:
+        """``hf-hub:`` and ``local-dir:`` models take their weights from the repo/folder: a tag is ignored (None);
+        a weights file still overrides them."""
+        if model.startswith((LOCAL_DIR, HF_HUB)) and not _is_path_like(pretrained):
+            return None
+        return pretrained
+
     def known_models(self) -> list[str]:
         import open_clip
 

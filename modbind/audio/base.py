@@ -21,7 +21,7 @@ from modbind.audio.io import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, AudioClip, l
 from modbind.audio.pcm import PCM16_FORMAT, pack_clip, unpack_clip
 from modbind.audio.prompts import SOUND_TEMPLATES
 from modbind.audio.specaugment import spec_augment
-from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, PackedItem
+from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, PackedItem, Randomness
 from modbind.errors import ConfigError, DataError, ModbindError
 
 ConfigT = TypeVar("ConfigT", bound="ReplaceableConfig")
@@ -108,7 +108,7 @@ class AudioEncoderPlugin(EncoderPlugin[AudioOptionsT]):
     def featurize(self, batch: Batch, options: AudioOptionsT) -> Batch:
         """``{"waveform", "padding_mask"}`` -> ``{"features": (B, T, F), "padding_mask": (B, T) True = pad}``."""
 
-    def augment(self, features: Batch, options: AudioOptionsT, generator: torch.Generator | None = None) -> Batch:
+    def augment(self, features: Batch, options: AudioOptionsT, generator: Randomness = None) -> Batch:
         """SpecAugment on ``features["features"]`` (per example) when ``options.spec_augment`` is on."""
         if not options.spec_augment:
             return features

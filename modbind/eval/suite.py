@@ -165,10 +165,9 @@ def evaluate(
 
 def evaluate_model(model: Any, suite_file: Path, out_dir: Path, tasks: TaskLookup, *,
                    languages: list[str] | None = None, batch_size: int = 64, cache_dir: Path | None = None,
-                   progress: bool = True, data_root: Path | None = None) -> dict[str, Path]:
-    """Evaluate an in-memory :class:`~modbind.model.AlignedModel` on a suite file (e.g. after training)."""
+                   progress: bool = True, data_root: Path | None = None) -> tuple[list[TaskResult], dict[str, Path]]:
+    """Evaluate an in-memory :class:`~modbind.model.AlignedModel` on a suite file (during or after training)."""
     embedder = Embedder(model, batch_size=batch_size, progress=progress, cache_dir=cache_dir)
     info = {"path": None, "untrained": not model.card.get("metrics", {}).get("trained", True), "card": model.card}
-    _, written = evaluate(embedder, load_suite(suite_file, data_root), out_dir, tasks, model_info=info, languages=languages,
-                          settings={"suite": str(suite_file)})
-    return written
+    return evaluate(embedder, load_suite(suite_file, data_root), out_dir, tasks, model_info=info, languages=languages,
+                    settings={"suite": str(suite_file)})

@@ -9,7 +9,7 @@ from typing import Any
 
 import modbind
 from modbind.config import AnchorConfig
-from modbind.contracts import EncoderOptions, EncoderPlugin
+from modbind.contracts import AnchorProvider, EncoderOptions, EncoderPlugin
 from modbind.errors import CheckpointError
 from modbind.model.aligned import AlignedEncoder
 
@@ -26,17 +26,25 @@ def make_card(
     anchor_identity: str,
     model: AlignedEncoder,
     *,
+    anchor_provider: AnchorProvider,
     recipe: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to rebuild and trust the model: plugin, options, anchor, recipe, metrics."""
+    """Everything needed to rebuild and trust the model: plugin, options, anchor, recipe, metrics.
+
+    The anchor section describes the anchor as loaded: ``pretrained`` is what ``anchor_provider`` used (e.g.
+    None for a ``local-dir:`` folder, which ignores a pretrained tag), not what the recipe happened to say.
+    """
+    anchor = anchor_config.model_dump(mode="json")
+    anchor["pretrained"] = anchor_provider.pretrained_in_use(anchor_config.model, anchor_config.pretrained)
     return {
         "format": CARD_FORMAT,
         "format_version": CARD_VERSION,
         "plugin": plugin.name,
         "modality": plugin.modality,
         "plugin_options": plugin.export_options(options, model.encoder).model_dump(mode="json"),
-        "anchor": anchor_config.model_dump(mode="json"),
+        "encoder_init": encoder_init(options),
+        "anchor": anchor,
         "anchor_identity": anchor_identity,
         "dim": model.dim,
         "width": model.encoder.width,
@@ -47,6 +55,11 @@ def make_card(
         "modbind_version": modbind.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def encoder_init(options: EncoderOptions) -> str:
+    """Where the encoder's weights started: the checkpoint's name or path, or ``random``."""
+    return "random" if options.checkpoint is None else str(options.checkpoint)
 
 
 def read_card(directory: Path) -> dict[str, Any]:

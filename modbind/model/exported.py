@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from modbind.atomic import atomic_path, write_json_atomic
 from modbind.config import AnchorConfig
 from modbind.contracts import AnchorProvider, EncoderOptions, EncoderPlugin
-from modbind.errors import CheckpointError
+from modbind.errors import CheckpointError, NonFiniteError
 from modbind.model.aligned import AlignedEncoder
 from modbind.model.card import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE, make_card, read_card
 from modbind.model.head import HeadKind
@@ -139,10 +139,17 @@ class AlignedModel:
         return self.anchor.encode_image(images if isinstance(images, Tensor) else list(images), batch_size=batch_size)
 
     def save(self, directory: Path) -> Path:
-        """Write ``model.safetensors`` then ``card.json`` (each atomically; the card last marks completion)."""
+        """Write ``model.safetensors`` then ``card.json`` (each atomically; the card last marks completion).
+
+        Weights holding NaN or infinity are refused: such a model embeds everything as NaN.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = exportable_state_dict(self.model)
+        broken = [name for name, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        if broken:
+            raise NonFiniteError(f"refusing to export to {directory}: {len(broken)} weight tensor(s) hold NaN or "
+                                 f"infinite values (first: {broken[0]}); the model diverged")
+        directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp), metadata={"format": CARD_FORMAT})
         write_json_atomic(directory / CARD_FILE, self.card)
@@ -178,7 +185,8 @@ def build_aligned_model(
     torch.manual_seed(seed)
     model = AlignedEncoder(plugin.build_encoder(options), loaded_anchor.dim, head=head,
                            logit_scale=loaded_anchor.logit_scale)
-    card = make_card(plugin, options, anchor_config, loaded_anchor.identity, model, metrics={"trained": False})
+    card = make_card(plugin, options, anchor_config, loaded_anchor.identity, model, anchor_provider=anchor_provider,
+                     metrics={"trained": False})
     return AlignedModel(plugin, options, model, card, anchor=loaded_anchor, anchor_provider=anchor_provider,
                         device=device)
 

@@ -35,7 +35,7 @@ def latest_tag(directory: Path) -> str | None:
 def checkpoint_tags(directory: Path) -> list[str]:
     """The checkpoint folders in ``directory``, oldest first."""
     found = [p.name for p in Path(directory).iterdir() if p.is_dir() and _TAG.fullmatch(p.name)]
-    return sorted(found, key=_step)
+    return sorted(found, key=tag_step)
 
 
 def prune_checkpoints(directory: Path, keep: int) -> list[str]:
@@ -64,7 +64,7 @@ def complete_checkpoint(directory: Path, tag: str) -> str:
     problem = _damage(directory / tag)
     if problem is None:
         return tag
-    earlier = [t for t in checkpoint_tags(directory) if _step(t) < _step(tag)]
+    earlier = [t for t in checkpoint_tags(directory) if tag_step(t) < tag_step(tag)]
     for candidate in reversed(earlier):
         if _damage(directory / candidate) is None:
             tqdm.write(f"warning: checkpoint {directory / tag} is damaged ({problem}); resuming from "
@@ -74,7 +74,8 @@ def complete_checkpoint(directory: Path, tag: str) -> str:
                           f"is left in {directory}; start a new run with --out")
 
 
-def _step(tag: str) -> int:
+def tag_step(tag: str) -> int:
+    """The optimizer step a checkpoint tag was written after (0 for a name that is not a tag)."""
     match = _TAG.fullmatch(tag)
     return int(match.group(1)) if match else 0
 

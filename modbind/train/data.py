@@ -1,10 +1,10 @@
 """Training data: manifests → a deterministic, resumable, weighted mix of (item, caption) examples.
 
 Per-item CPU work (decode, resample, crop) runs in DataLoader workers; featurization and augmentation run
-batched on the device (see :mod:`modbind.train.trainer`). Every random choice (epoch order, which caption,
-where to crop) is seeded from ``(seed, epoch, position)``, so a resumed run sees exactly the batches an
-uninterrupted run would have seen. Items that cannot be read come back as :class:`Skipped` and are
-counted, never raised mid-epoch.
+batched on the device (see :mod:`modbind.train.trainer`). Every random choice about an item (epoch order,
+which caption, where to crop, its augmentation) is seeded from ``(seed, epoch, position)``, so a resumed run
+sees exactly the batches an uninterrupted run would have seen, and the world size changes none of them.
+Items that cannot be read come back as :class:`Skipped` and are counted, never raised mid-epoch.
 """
 
 from __future__ import annotations
@@ -45,6 +45,17 @@ class SourceExamples:
     examples: list[Example]
     weight: float
     without_captions: int = 0
+    """Rows left out because they have no caption in the training language."""
+    where: str = ""
+    """The recipe entry it comes from, e.g. ``data.train[0]``."""
+
+    def describe_left_out(self, language: str) -> str | None:
+        """A console line about rows without a caption in ``language`` (None when every row had one)."""
+        if not self.without_captions:
+            return None
+        rows = len(self.examples) + self.without_captions
+        return (f"{self.where} ({self.name}): {self.without_captions} of {rows} rows have no '{language}' caption "
+                "(data.caption_language) and are left out")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,10 @@ class TrainBatch:
     captions: list[str]
     ids: list[str]
     skipped: list[Skipped] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    """``"<id>: <tag>, <tag>"`` for each readable item the plugin had to repair while decoding."""
+    positions: list[int] = field(default_factory=list)
+    """Each readable item's position in the epoch: what its random choices are keyed by (with seed and epoch)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,7 +85,7 @@ class TrainBatch:
     def pin_memory(self) -> TrainBatch:
         """Page-locked copies of the inputs (the DataLoader calls this when ``pin_memory`` is on)."""
         pinned = {key: value.pin_memory() for key, value in self.inputs.items()}
-        return TrainBatch(pinned, self.captions, self.ids, self.skipped)
+        return TrainBatch(pinned, self.captions, self.ids, self.skipped, self.repaired, self.positions)
 
 
 def read_sources(sources: Sequence[DataSource], language: str, section: str = "data.train") -> list[SourceExamples]:
@@ -85,8 +100,9 @@ def read_sources(sources: Sequence[DataSource], language: str, section: str = "d
                           f"--set '{section}=[{{manifest: train.jsonl}}]'")
     read: list[SourceExamples] = []
     for index, source in enumerate(sources):
+        where = f"{section}[{index}]"
         if is_shard_source(source.manifest):
-            read.append(_read_shards(source, language))
+            read.append(_read_shards(source, language, where))
             continue
         manifest = Path(source.manifest)
         root = Path(source.root) if source.root is not None else manifest.parent
@@ -102,11 +118,11 @@ def read_sources(sources: Sequence[DataSource], language: str, section: str = "d
         if not examples:
             raise DataError(f"{manifest}: no item has a '{language}' caption (data.caption_language); "
                             "nothing to train on")
-        read.append(SourceExamples(str(manifest), examples, source.weight, without))
+        read.append(SourceExamples(str(manifest), examples, source.weight, without, where))
     return read
 
 
-def _read_shards(source: DataSource, language: str) -> SourceExamples:
+def _read_shards(source: DataSource, language: str, where: str) -> SourceExamples:
     """Index packed shards once (headers only): random access later seeks straight to each item's bytes."""
     examples, without = [], 0
     for entry, ref in index_shards(source.manifest):
@@ -117,7 +133,7 @@ def _read_shards(source: DataSource, language: str) -> SourceExamples:
             without += 1
     if not examples:
         raise DataError(f"{source.manifest}: no packed item has a '{language}' caption (data.caption_language)")
-    return SourceExamples(str(source.manifest), examples, source.weight, without)
+    return SourceExamples(str(source.manifest), examples, source.weight, without, where)
 
 
 def all_captions(sources: Sequence[SourceExamples]) -> list[str]:
@@ -194,7 +210,8 @@ class AlignmentDataset(Dataset):
             tensors = self.plugin.preprocess(item, self.options, train=self.train, generator=generator)
         except Exception as err:  # noqa: BLE001 - any unreadable item is skipped and counted, never fatal
             return Skipped(example.id, f"{example.path}: {type(err).__name__}: {err}")
-        return {"inputs": tensors, "caption": caption, "id": example.id}
+        repairs = tuple(getattr(item, "repairs", None) or ())  # see EncoderPlugin.load_item
+        return {"inputs": tensors, "caption": caption, "id": example.id, "repairs": repairs, "position": position}
 
 
 def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
@@ -202,7 +219,9 @@ def collate(samples: list[dict[str, Any] | Skipped]) -> TrainBatch:
     good = [s for s in samples if not isinstance(s, Skipped)]
     skipped = [s for s in samples if isinstance(s, Skipped)]
     inputs = {key: torch.stack([s["inputs"][key] for s in good]) for key in good[0]["inputs"]} if good else {}
-    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped)
+    repaired = [f"{s['id']}: {', '.join(s['repairs'])}" for s in good if s["repairs"]]
+    return TrainBatch(inputs, [s["caption"] for s in good], [s["id"] for s in good], skipped, repaired,
+                      [s["position"] for s in good])
 
 
 class RankBatchSampler(Sampler[list[int]]):
@@ -242,31 +261,54 @@ def make_loader(dataset: AlignmentDataset, sampler: RankBatchSampler, num_worker
 
 @dataclass
 class SkipCounter:
-    """Skipped versus seen items for one epoch, with the stop rule of ``data.max_skip_fraction``."""
+    """Skipped versus seen items for one epoch, with the stop rule of ``data.max_skip_fraction``.
+
+    The verdict depends on how many of the epoch's items are unreadable, never on the order they come in:
+    mid-epoch (:meth:`check`) the run stops only once the epoch can no longer end under the limit, i.e.
+    when the items skipped so far already exceed ``max_fraction × epoch_items``; otherwise the share is
+    judged at the end of the epoch, or over the items seen when the run stops early (``check(final=True)``).
+    A running share checked after every step would stop data at or just under the limit in some shuffles
+    and not in others.
+    """
 
     max_fraction: float
+    epoch_items: int
+    """Items the whole epoch hands to training (steps per epoch × global batch)."""
     seen: int = 0
     skipped: int = 0
     examples: list[str] = field(default_factory=list)
-    min_seen_before_stopping: int = 50
+    repaired: int = 0
+    """Readable items the plugin repaired while decoding (counted beside the skips; they do not count
+    against the limit)."""
+    repaired_examples: list[str] = field(default_factory=list)
 
-    def add(self, seen: int, skipped: int, reasons: Sequence[str] = ()) -> None:
-        """Count ``seen`` items of which ``skipped`` were unreadable; keep a few ``reasons`` for the report."""
+    def add(self, seen: int, skipped: int, reasons: Sequence[str] = (), *, repaired: int = 0,
+            repairs: Sequence[str] = ()) -> None:
+        """Count ``seen`` items of which ``skipped`` were unreadable and ``repaired`` repaired; keep a few
+        ``reasons``/``repairs`` for the report."""
         self.seen += seen
         self.skipped += skipped
+        self.repaired += repaired
         self.examples.extend(list(reasons)[: max(0, 5 - len(self.examples))])
+        self.repaired_examples.extend(list(repairs)[: max(0, 5 - len(self.repaired_examples))])
 
     @property
     def fraction(self) -> float:
         return self.skipped / self.seen if self.seen else 0.0
 
     def check(self, *, final: bool = False) -> None:
-        """Raise a DataError naming examples once the skip share passes the limit (after enough items)."""
-        if self.skipped and self.fraction > self.max_fraction and (final or self.seen >= self.min_seen_before_stopping):
-            shown = "; ".join(self.examples[:3])
+        """Raise a DataError naming examples when the limit is certainly passed (``final``: judge what was seen)."""
+        shown = "; ".join(self.examples[:3])
+        if final and self.fraction > self.max_fraction:
             raise DataError(
                 f"{self.skipped} of {self.seen} items ({self.fraction:.1%}) could not be read, more than "
                 f"data.max_skip_fraction={self.max_fraction}; fix or drop them (e.g. {shown})"
+            )
+        if not final and self.epoch_items and self.skipped / self.epoch_items > self.max_fraction:
+            raise DataError(
+                f"{self.skipped} of the epoch's {self.epoch_items} items could not be read (found after "
+                f"{self.seen}), more than data.max_skip_fraction={self.max_fraction} of the epoch whatever the "
+                f"rest holds; fix or drop them (e.g. {shown})"
             )
 
 

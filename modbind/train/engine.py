@@ -53,17 +53,22 @@ def init_distributed() -> tuple[int, int, torch.device]:
 def _skip_shared_memory_allreduce() -> None:
     """Keep DeepSpeed's CPU backend from building and starting its shared-memory all-reduce op.
 
-    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts, and every rank
-    then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*`` segment that nothing ever unlinks: each
-    run, even one that fails right after, leaves it in RAM. The op serves only ``inference_all_reduce``
-    (tensor-parallel inference kernels); training's collectives go through torch.distributed (gloo), so
-    marking the op unavailable in DeepSpeed's table of compatible ops (the table is kept for such edits)
-    changes nothing in training, leaves no segment behind and skips the compile.
+    On a CPU, DeepSpeed JIT-compiles ``deepspeed_shm_comm`` when its process group starts (minutes, with a
+    C++ compiler, on a first run), and every rank then creates a 66 MB ``/dev/shm/deepspeed_allreduce_buffer_*``
+    segment that nothing ever unlinks. The op serves only ``inference_all_reduce`` (tensor-parallel inference
+    kernels); training's collectives go through torch.distributed (gloo), so marking the op unavailable in
+    DeepSpeed's table of compatible ops (kept in ``deepspeed.ops`` for such edits) changes nothing in
+    training, builds nothing and leaves no segment behind.
+
+    The table is filled lazily by probing every op, which runs compiler test programs (e.g. linking against
+    libaio); the shared-memory op is the only entry DeepSpeed reads on the paths modbind uses, so an
+    unprobed table holding just that entry avoids invoking a compiler at all. Ops absent from it count as
+    unavailable, which is what a CPU training run needs.
     """
     import deepspeed.ops
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
-    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})[ShareMemCommBuilder.NAME] = False
 
 
 def free_port() -> int:
@@ -154,6 +159,7 @@ class Engine:
 
         device_type = get_accelerator().device_name()
         self.config = deepspeed_config(train, world, total_steps, device_type)
+        self.train_config, self.world = train, world
         self.keep_checkpoints = train.keep_checkpoints
         groups = parameter_groups(model, train.optimizer.weight_decay)
         if not groups:
@@ -172,9 +178,15 @@ class Engine:
                               "check the recipe's train section") from err
         # resuming reads these files back: never with an unpickler that can run code (see SafeCheckpointEngine)
         self._engine.checkpoint_engine = SafeCheckpointEngine(self._engine._config)
+        self._zero_unused_gradients: list[nn.Parameter] = []
         if world == 1 and train.zero_stage == 0:
-            # one rank: the bucketed all-reduce would only flatten and copy every gradient
+            # one rank: the bucketed all-reduce would only flatten and copy every gradient. It also gives a
+            # parameter the step did not use (a layer layerdrop skipped) a zero gradient, so Adam's momentum
+            # still moves it; step() does that part, so that one rank updates exactly like several.
             self._engine.enable_backward_allreduce = False
+            self._zero_unused_gradients = [p for group in groups for p in group["params"]]
+        self.step_skipped = False
+        """Whether the last optimizer step was skipped (ZeRO and fp16 skip an update whose gradient overflows)."""
 
     @property
     def module(self) -> nn.Module:
@@ -197,6 +209,24 @@ class Engine:
     def lr(self) -> float:
         return float(self._scheduler.get_last_lr()[0])
 
+    def plan_schedule(self, total_steps: int) -> None:
+        """Make the LR schedule the warm-up + cosine planned for ``total_steps``, at the current step.
+
+        ``--resume --extend`` keeps a run's first plan: past its end the cosine stays at ``min_lr`` (DeepSpeed's
+        WarmupCosineLR clamps there). The schedule's state is only its step, so nothing else changes.
+        """
+        from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+        params = deepspeed_config(self.train_config, self.world, total_steps)["scheduler"]["params"]
+        if params == self.config["scheduler"]["params"]:
+            return
+        scheduler = WarmupCosineLR(self._engine.optimizer, last_batch_iteration=self._scheduler.last_batch_iteration,
+                                   **params)
+        scheduler.org_lrs = self._scheduler.org_lrs  # the peak lr: a resumed optimizer already holds a lower one
+        scheduler.step(self._scheduler.last_batch_iteration)  # the optimizer's lr at this point of the plan
+        self._engine.lr_scheduler = self._scheduler = scheduler
+        self.config["scheduler"]["params"] = params
+
     def train(self, mode: bool = True) -> None:
         self._engine.train(mode)
 
@@ -209,7 +239,14 @@ class Engine:
     def step(self) -> bool:
         """Advance one micro-step; True when it completed an optimizer step (an accumulation boundary)."""
         boundary = self._engine.is_gradient_accumulation_boundary()
+        if boundary:
+            for param in self._zero_unused_gradients:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+        skipped_before = self._engine.skipped_steps
         self._engine.step()
+        if boundary:
+            self.step_skipped = self._engine.skipped_steps > skipped_before
         return bool(boundary)
 
     def save(self, directory: Path, tag: str, client_state: dict[str, Any]) -> Path:

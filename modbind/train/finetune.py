@@ -54,6 +54,20 @@ def apply_finetune(
     )
 
 
+def random_init_warning(plugin: EncoderPlugin, options: EncoderOptions) -> str | None:
+    """A console warning when the encoder starts from random weights (None when a checkpoint is named).
+
+    ``checkpoint: null`` in a fine-tuning recipe silently trains from scratch otherwise.
+    """
+    if options.checkpoint is not None:
+        return None
+    names = sorted(plugin.pretrained)
+    hint = (f"; to fine-tune, set plugin.options.checkpoint to one of `modbind checkpoints` (e.g. {names[0]}) or "
+            "a file" if names else "")
+    return (f"warning: plugin.options.checkpoint is null, so the {plugin.name} encoder starts from random "
+            f"weights, not from a pretrained checkpoint{hint}")
+
+
 def _train_top_layers(encoder: nn.Module, k: int) -> None:
     encoder.requires_grad_(False)
     layers = encoder.layers()  # type: ignore[operator]

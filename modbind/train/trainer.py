@@ -13,7 +13,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,17 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from modbind.atomic import atomic_write
-from modbind.config import Recipe
-from modbind.contracts import Batch
-from modbind.errors import ConfigError
+from modbind.contracts import Batch, ItemRandomness
+from modbind.errors import ConfigError, DataError, NonFiniteError
 from modbind.model import AlignedEncoder, AlignedModel, make_card
+from modbind.model.card import encoder_init
 from modbind.recipes import ResolvedRecipe, dump_recipe
-from modbind.train.checkpoints import checkpoint_tag, latest_tag
+from modbind.train.checkpoints import checkpoint_tag, latest_tag, tag_step
 from modbind.train.data import (
     AlignmentDataset,
     RankBatchSampler,
     SkipCounter,
+    SourceExamples,
     TrainBatch,
     all_captions,
     make_loader,
@@ -40,8 +41,14 @@ from modbind.train.data import (
     read_sources,
 )
 from modbind.train.engine import Engine, init_distributed, micro_batch_size
-from modbind.train.finetune import apply_finetune
+from modbind.train.finetune import apply_finetune, random_init_warning
 from modbind.train.loss import symmetric_info_nce
+from modbind.train.threads import ThreadChoice, choose_threads, intra_op_threads
+
+_AUGMENT_STREAM = 0xA06
+"""Mixed into an item's seed for its augmentation stream (the dataset's stream, for crops, has no tag)."""
+_SHARED_STREAM = 0x5A7E
+"""Mixed into a micro-step's seed for the choices every rank shares (:meth:`ModalityEncoder.set_step_seed`)."""
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -61,6 +68,32 @@ class StepReport:
     samples: int
 
 
+@dataclass(frozen=True)
+class TrainingSnapshot:
+    """The run as a periodic callback sees it: the step just taken and the model being trained."""
+
+    step: int
+    epoch: int
+    model: AlignedModel
+    """The live weights on the training device, in eval mode: read them during the call only, never train them."""
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work that runs on rank 0 every ``every`` optimizer steps with the model being trained (e.g. evaluation).
+
+    ``run`` gets a :class:`TrainingSnapshot` and returns scalar metrics (or None). They are logged to
+    metrics.jsonl as event ``name`` (``{"event": name, "step", "metrics": {...}}``) and to TensorBoard as
+    ``<name>/<key>``. The call runs without gradients, with the model in eval mode and torch's random state
+    saved and restored, so training takes exactly the steps it would take without it; the other ranks wait.
+    """
+
+    every: int
+    run: Callable[[TrainingSnapshot], Mapping[str, float] | None]
+    name: str = "periodic"
+
+
 @dataclass
 class RunResult:
     out_dir: Path
@@ -77,30 +110,72 @@ def run_alignment(
     resolved: ResolvedRecipe,
     *,
     resume: bool = False,
+    extend: bool = False,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
+    callbacks: Sequence[Periodic] = (),
 ) -> RunResult:
-    """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export."""
+    """Train the recipe's plugin against its anchor; writes checkpoints, metrics and the export.
+
+    ``callbacks`` run on rank 0 every so many steps with the model being trained (see :class:`Periodic`);
+    ``on_step`` runs on every rank after every optimizer step.
+
+    ``extend`` (with ``resume``) lets the recipe raise ``train.epochs``/``train.max_steps`` to train a run
+    further; the learning-rate schedule stays the one planned for the run's first length, so the added
+    steps run at ``min_lr`` (see docs/recipes.md).
+    """
+    recipe = resolved.recipe
+    train = recipe.train
+    out = Path(recipe.output.dir)
+    checkpoints = out / CHECKPOINT_DIR
+    if extend and not resume:
+        raise ConfigError("--extend trains an existing run further: use it together with --resume")
+    if not resume and latest_tag(checkpoints) is not None:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
+    saved_train = _check_same_recipe(out / RECIPE_FILE, resolved, extend=extend) if resume else {}
+    # manifests and lengths are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
+    sources = read_sources(recipe.data.train, recipe.data.caption_language)
+    val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
+    steps_per_epoch = sum(len(source.examples) for source in sources) // train.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the training data has {sum(len(s.examples) for s in sources)} items, fewer than "
+                          f"train.batch_size {train.batch_size}; lower the batch size or add data")
+    total_steps = _total_steps(train.max_steps, train.epochs, steps_per_epoch)
+    if extend:
+        _check_extends(checkpoints, total_steps)
+    plan = _Plan(sources, val_sources, steps_per_epoch, total_steps, saved_train)
+    rank, world, device = init_distributed()
+    threads = choose_threads(train.threads, device=device, workers=recipe.data.num_workers)
+    with intra_op_threads(threads):
+        return _train_and_export(resolved, plan, rank, world, device, threads, resume=resume, progress=progress,
+                                 on_step=on_step, callbacks=callbacks)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`run_alignment` settles before DeepSpeed starts, so a bad manifest or length fails in seconds."""
+
+    sources: list[SourceExamples]
+    val_sources: list[SourceExamples]
+    steps_per_epoch: int
+    total_steps: int
+    saved_train: dict[str, Any]
+    """The ``train`` section of the run's saved recipe (on resume), whose length planned the LR schedule."""
+
+
+def _train_and_export(resolved: ResolvedRecipe, plan: _Plan, rank: int, world: int, device: torch.device,
+                      threads: ThreadChoice | None, *, resume: bool, progress: bool,
+                      on_step: Callable[[StepReport], None] | None, callbacks: Sequence[Periodic]) -> RunResult:
     recipe, plugin, options = resolved.recipe, resolved.plugin, resolved.options
     train = recipe.train
     out = Path(recipe.output.dir)
     checkpoints = out / CHECKPOINT_DIR
-    if not resume and latest_tag(checkpoints) is not None:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
-    if resume:
-        _check_same_recipe(out / RECIPE_FILE, recipe)
-    # manifests are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
-    sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
-    rank, world, device = init_distributed()
+    sources, val_sources, steps_per_epoch, total_steps = (plan.sources, plan.val_sources, plan.steps_per_epoch,
+                                                          plan.total_steps)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
-        for source in sources + val_sources:
-            if source.without_captions:
-                tqdm.write(f"{source.name}: {source.without_captions} items have no '{recipe.data.caption_language}' "
-                           "caption (data.caption_language) and are left out")
 
     anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), rank, progress)
     dim, logit_scale = captions.dim, captions.logit_scale
@@ -116,23 +191,47 @@ def run_alignment(
     summary = apply_finetune(model, plugin, options, train)
     dataset = AlignmentDataset(sources, plugin, options, seed=train.seed)
     val_dataset = AlignmentDataset(val_sources, plugin, options, seed=train.seed, train=False) if val_sources else None
-    steps_per_epoch = len(dataset) // train.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the training data has {len(dataset)} items, fewer than train.batch_size "
-                          f"{train.batch_size}; lower the batch size or add data")
-    total_steps = train.max_steps or train.epochs * steps_per_epoch
     engine = Engine(model, train, world, total_steps)
     micro = micro_batch_size(train, world)
     state = engine.load(checkpoints) if resume else {}
+    # the LR schedule keeps the length the run was first planned for (later --extend steps run at min_lr)
+    schedule_steps = int(state.get("schedule_steps") or _total_steps(
+        plan.saved_train.get("max_steps", train.max_steps), plan.saved_train.get("epochs", train.epochs),
+        steps_per_epoch))
+    engine.plan_schedule(schedule_steps)
     log = MetricsLog(out / METRICS_FILE, enabled=rank == 0, resume_step=engine.global_step if resume else None,
                      tensorboard=recipe.output.tensorboard)
     if rank == 0:
         tqdm.write(summary.describe())
+        if threads is not None:
+            tqdm.write(threads.describe())
+        untrained = random_init_warning(plugin, options)
+        if untrained:
+            tqdm.write(untrained, file=sys.stderr)
+        for source in sources + val_sources:
+            left_out = source.describe_left_out(recipe.data.caption_language)
+            if left_out:
+                tqdm.write(f"warning: {left_out}", file=sys.stderr)
         log.write({"event": "start", "step": engine.global_step, "world_size": world, "device": str(device),
+                   "threads": torch.get_num_threads(), "threads_from": threads.source if threads else "torch default",
                    "precision": recipe.train.precision, "micro_batch": micro,
                    "trainable_parameters": summary.trainable, "total_parameters": summary.total,
-                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-    loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset)
+                   "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "schedule_steps": schedule_steps,
+                   "encoder_init": encoder_init(options),
+                   "without_caption": {s.where: s.without_captions for s in sources + val_sources}})
+
+    def snapshot(step: int, epoch: int) -> TrainingSnapshot:
+        nonlocal anchor
+        anchor = anchor or _load_anchor(resolved)  # once, the first time a periodic evaluation needs texts
+        card = make_card(plugin, options, recipe.anchor, captions.anchor_identity, engine.module,
+                         anchor_provider=resolved.anchor_provider, recipe=recipe.model_dump(mode="json"),
+                         metrics={"steps": step, "trained": True, "during_training": True})
+        view = AlignedModel(plugin, options, engine.module, card, anchor=anchor,
+                            anchor_provider=resolved.anchor_provider, device=str(device))
+        return TrainingSnapshot(step, epoch, view, out)
+
+    loop = TrainLoop(resolved, engine, captions, device, rank, world, log, on_step, val_dataset,
+                     schedule_steps=schedule_steps, periodic=callbacks, snapshot=snapshot)
     history = loop.run(dataset, micro, steps_per_epoch, total_steps, state, progress and rank == 0)
 
     if anchor is not None:
@@ -143,6 +242,7 @@ def run_alignment(
         metrics = {"steps": engine.global_step, "final_loss": history[-1] if history else None,
                    "skipped_items": loop.total_skipped, "trainable_parameters": summary.trainable}
         card = make_card(plugin, options, recipe.anchor, captions.anchor_identity, engine.module,
+                         anchor_provider=resolved.anchor_provider,
                          recipe=recipe.model_dump(mode="json"), metrics=metrics)
         exported = AlignedModel(plugin, options, engine.module, card, anchor=anchor,
                                 anchor_provider=resolved.anchor_provider)
@@ -158,7 +258,8 @@ class TrainLoop:
 
     def __init__(self, resolved: ResolvedRecipe, engine: Engine, captions: Any, device: torch.device, rank: int,
                  world: int, log: "MetricsLog", on_step: Callable[[StepReport], None] | None,
-                 val_dataset: AlignmentDataset | None = None):
+                 val_dataset: AlignmentDataset | None = None, *, schedule_steps: int = 0,
+                 periodic: Sequence[Periodic] = (), snapshot: Callable[[int, int], TrainingSnapshot] | None = None):
         self.recipe, self.plugin, self.options = resolved.recipe, resolved.plugin, resolved.options
         self.extra_augmentations = resolved.augmentations
         self.engine, self.captions, self.device, self.rank, self.world, self.log = engine, captions, device, rank, world, log
@@ -166,6 +267,15 @@ class TrainLoop:
         self.val_dataset = val_dataset
         self.validated_step: int | None = None
         self.total_skipped = 0
+        self.total_used = 0
+        """Items the run trained on (readable ones), over every epoch and resume."""
+        self.skip_examples: list[str] = []
+        self.trained = [p for p in engine.module.parameters() if p.requires_grad]
+        self.schedule_steps = schedule_steps
+        """The length the LR schedule was planned for; checkpoints keep it for --resume --extend."""
+        self.periodic = tuple(periodic)
+        self.snapshot = snapshot
+        """Builds the :class:`TrainingSnapshot` the ``periodic`` callbacks get (rank 0)."""
 
     def run(self, dataset: AlignmentDataset, micro: int, steps_per_epoch: int, total_steps: int,
             state: dict[str, Any], progress: bool) -> list[float]:
@@ -174,8 +284,10 @@ class TrainLoop:
         micro_steps = steps_per_epoch * accumulation
         epoch, start_micro = int(state.get("epoch", 0)), int(state.get("micro_step", 0))
         self.total_skipped = int(state.get("total_skipped", 0))
-        skips = SkipCounter(self.recipe.data.max_skip_fraction, int(state.get("epoch_seen", 0)),
-                            int(state.get("epoch_skipped", 0)))
+        self.total_used = int(state.get("total_used", 0))
+        epoch_items = steps_per_epoch * train.batch_size
+        skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items, int(state.get("epoch_seen", 0)),
+                            int(state.get("epoch_skipped", 0)), repaired=int(state.get("epoch_repaired", 0)))
         history: list[float] = []
         bar = tqdm(total=total_steps, initial=self.engine.global_step, unit="step", desc="align",
                    disable=not progress, dynamic_ncols=True)
@@ -187,9 +299,11 @@ class TrainLoop:
             sampler = RankBatchSampler(micro_steps, micro, self.world, self.rank, start=start_micro)
             for offset, batch in enumerate(make_loader(dataset, sampler, self.recipe.data.num_workers, self.device)):
                 micro_index = start_micro + offset
-                loss, seen, skipped = self.micro_step(batch, epoch, micro_index)
-                skips.add(seen, skipped, [s.reason for s in batch.skipped])
+                loss, seen, skipped, repaired = self.micro_step(batch, epoch, micro_index)
+                skips.add(seen, skipped, [s.reason for s in batch.skipped], repaired=repaired, repairs=batch.repaired)
+                self.skip_examples.extend(s.reason for s in batch.skipped[: max(0, 3 - len(self.skip_examples))])
                 self.total_skipped += skipped
+                self.total_used += seen - skipped
                 skips.check()
                 step_loss += loss / accumulation
                 step_samples += seen - skipped
@@ -197,55 +311,115 @@ class TrainLoop:
                     continue
                 history.append(step_loss)
                 window_samples += step_samples
-                report = StepReport(self.engine.global_step, epoch, step_loss, self.engine.lr,
-                                    float(self.engine.module.logit_scale().detach()), step_samples)
+                report = StepReport(self.engine.global_step, epoch, step_loss, self.engine.lr, self._checked_step(),
+                                    step_samples)
                 step_loss, step_samples = 0.0, 0
                 elapsed = time.perf_counter() - window_start
                 rate = window_samples / elapsed if elapsed > 0 else 0.0
                 bar.update(1)
                 bar.set_postfix(loss=f"{report.loss:.3f}", samples_s=f"{rate:.1f}", refresh=False)
                 if report.step % train.log_every == 0 or report.step == total_steps:
-                    self.log.write({"step": report.step, "epoch": epoch, "loss": report.loss, "lr": report.lr,
-                                    "logit_scale": report.logit_scale, "samples_per_s": rate,
+                    self.log.write({"event": "step", "step": report.step, "epoch": epoch, "loss": report.loss,
+                                    "lr": report.lr, "logit_scale": report.logit_scale, "samples_per_s": rate,
                                     "skipped_epoch": skips.skipped})
                     window_start, window_samples = time.perf_counter(), 0
                 next_state = {"epoch": epoch, "micro_step": micro_index + 1, "total_skipped": self.total_skipped,
-                              "epoch_seen": skips.seen, "epoch_skipped": skips.skipped}
+                              "total_used": self.total_used, "epoch_seen": skips.seen, "epoch_skipped": skips.skipped,
+                              "epoch_repaired": skips.repaired, "schedule_steps": self.schedule_steps}
                 if micro_index + 1 == micro_steps:
-                    next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0)
+                    next_state.update(epoch=epoch + 1, micro_step=0, epoch_seen=0, epoch_skipped=0, epoch_repaired=0)
                 if report.step % train.checkpoint_every == 0 or report.step == total_steps:
                     self.engine.save(self.recipe.output.dir / CHECKPOINT_DIR, checkpoint_tag(report.step), next_state)
+                if train.val_every is not None and report.step % train.val_every == 0:
+                    self.validate()
+                for callback in self.periodic:
+                    if report.step % callback.every == 0:
+                        self._run_periodic(callback, report)
                 if self.on_step is not None:
                     self.on_step(report)
                 if report.step >= total_steps and micro_index + 1 < micro_steps:
-                    break  # stopped mid-epoch (max_steps); a finished epoch still reports its skips
+                    skips.check(final=True)  # stopped mid-epoch (max_steps): judge the items it saw
+                    break
             else:  # the epoch ran to its end
                 self._end_epoch(epoch, skips)
                 epoch, start_micro = epoch + 1, 0
-                skips = SkipCounter(self.recipe.data.max_skip_fraction)
+                skips = SkipCounter(self.recipe.data.max_skip_fraction, epoch_items)
                 continue
             break
         bar.close()
+        if self.total_used == 0:
+            self._refuse_untrained()
         if self.validated_step != self.engine.global_step:
             self.validate()  # the end of the run, unless an epoch just ended here
         return history
 
-    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int]:
-        """Forward + backward of one micro-batch; returns (global loss, global items seen, global skipped)."""
-        seed = mix_seed(self.recipe.train.seed, epoch, micro_index, self.rank)
-        torch.manual_seed(seed)  # dropout (LoRA, heads) repeats exactly on resume
+    def _refuse_untrained(self) -> None:
+        """A run that could read no item trained nothing: fail rather than export a random model as a result."""
+        shown = f" (e.g. {'; '.join(self.skip_examples)})" if self.skip_examples else ""
+        raise DataError(f"no training item could be read in {self.engine.global_step} steps: all "
+                        f"{self.total_skipped} items drawn were skipped{shown}; nothing was trained and nothing is "
+                        "exported. Check that the manifest's paths exist (data.train[].root)")
+
+    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int, int]:
+        """Forward + backward of one micro-batch; returns the global loss and the global counts of items seen,
+        skipped (unreadable) and repaired."""
+        seed = self.recipe.train.seed
         module = self.engine.module
-        embeddings, text = self._embed(batch, torch.Generator(device=self.device).manual_seed(seed), augment=True)
+        # dropout masks (LoRA, encoders) come from torch's generator, per rank on purpose: ranks sharing one
+        # stream would drop the same units of different items. They repeat exactly on resume.
+        torch.manual_seed(mix_seed(seed, epoch, micro_index, self.rank))
+        # whole-batch choices (layerdrop) and each item's augmentation never depend on the rank or world size
+        module.encoder.set_step_seed(mix_seed(seed, epoch, micro_index, _SHARED_STREAM))
+        per_item = ItemRandomness([mix_seed(seed, epoch, position, _AUGMENT_STREAM) for position in batch.positions])
+        embeddings, text = self._embed(batch, per_item, augment=True)
         loss = symmetric_info_nce(embeddings, text, module.logit_scale())
         if not len(batch):
             loss = loss + sum((p.float() * 0).sum() for p in module.parameters() if p.requires_grad)
         self.engine.backward(loss * self.world)
-        seen, skipped = len(batch) + len(batch.skipped), len(batch.skipped)
+        seen, skipped, repaired = len(batch) + len(batch.skipped), len(batch.skipped), len(batch.repaired)
         if self.world > 1:  # one rank knows its counts without a device round trip (a host sync each)
-            counts = torch.tensor([seen, skipped], dtype=torch.long, device=self.device)
+            counts = torch.tensor([seen, skipped, repaired], dtype=torch.long, device=self.device)
             dist.all_reduce(counts)
-            seen, skipped = counts.tolist()
-        return float(loss.detach()), seen, skipped
+            seen, skipped, repaired = counts.tolist()
+        value = float(loss.detach())
+        if not math.isfinite(value):  # the same global loss on every rank: all of them stop here
+            raise NonFiniteError(f"step {self.engine.global_step + 1}: the loss is {value}; training diverged "
+                                 f"({self._divergence_hint()}). The weights were not updated with it; "
+                                 f"{self._last_good_checkpoint()}")
+        return value, seen, skipped, repaired
+
+    def _checked_step(self) -> float:
+        """After an optimizer step: the temperature, read together with proof that every trained weight is finite.
+
+        One host transfer per step: the largest absolute trained weight (NaN or inf if any weight is) travels
+        with the temperature the step report needs anyway. A non-finite gradient makes Adam's update (and so
+        the weights) NaN, so this also catches gradients; ZeRO instead skips such an update, which the engine
+        reports. Either way the run stops before the next checkpoint, so the newest one stays good.
+        """
+        step = self.engine.global_step
+        if self.engine.step_skipped and self.recipe.train.precision != "fp16":  # fp16 skips on loss-scale overflow
+            raise NonFiniteError(f"step {step}: the gradient is NaN or infinite (the update was skipped); training "
+                                 f"diverged ({self._divergence_hint()}); {self._last_good_checkpoint()}")
+        scale = self.engine.module.logit_scale().detach().float().reshape(())
+        # one fused kernel per dtype/device group (what clip_grad_norm_ uses), no per-tensor launches
+        largest = torch.stack(torch._foreach_norm(self.trained, math.inf)).float().amax()
+        scale_value, largest_value = torch.stack([scale, largest.to(scale.device)]).tolist()
+        if not math.isfinite(largest_value):
+            name = next((n for n, p in self.engine.module.named_parameters()
+                         if p.requires_grad and not p.isfinite().all()), "?")
+            raise NonFiniteError(f"step {step}: the update made parameter '{name}' NaN or infinite (a NaN/inf gradient "
+                                 f"or a step too large for its dtype); training diverged ({self._divergence_hint()}); "
+                                 f"{self._last_good_checkpoint()}")
+        return scale_value
+
+    def _divergence_hint(self) -> str:
+        return f"e.g. train.optimizer.lr {self.recipe.train.optimizer.lr:g} is too high, or an input holds NaN/inf"
+
+    def _last_good_checkpoint(self) -> str:
+        directory = Path(self.recipe.output.dir) / CHECKPOINT_DIR
+        tag = latest_tag(directory)
+        return (f"the newest checkpoint, {directory / tag}, was written before it and is kept" if tag
+                else "no checkpoint was written before it")
 
     def validate(self) -> None:
         """Validation InfoNCE over ``data.val`` (eval crops, no augmentation, no gradient), logged as ``val``.
@@ -281,7 +455,7 @@ class TrainLoop:
             self.log.write({"event": "val", "step": self.engine.global_step, "val_loss": val_loss,
                             "val_items": used, "val_skipped": skipped})
 
-    def _embed(self, batch: TrainBatch, generator: torch.Generator | None,
+    def _embed(self, batch: TrainBatch, generator: ItemRandomness | None,
                *, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(modality, caption) embeddings of this rank's batch; empty ones still join the loss's collectives."""
         if not len(batch):  # every item of this rank's batch was unreadable (or none was assigned)
@@ -290,7 +464,7 @@ class TrainLoop:
         embeddings = self.engine.forward(self._features(batch, generator, augment=augment))
         return embeddings, self.captions.get(batch.captions).to(self.device, torch.float32)
 
-    def _features(self, batch: TrainBatch, generator: torch.Generator | None, *, augment: bool) -> Batch:
+    def _features(self, batch: TrainBatch, generator: ItemRandomness | None, *, augment: bool) -> Batch:
         # featurize in full precision; pinned batches (on a GPU) copy asynchronously
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.inputs.items()}
         features = self.plugin.featurize(inputs, self.options)
@@ -306,10 +480,30 @@ class TrainLoop:
             if skips.skipped:
                 tqdm.write(f"epoch {epoch}: {skips.skipped} of {skips.seen} items skipped (unreadable); "
                            f"e.g. {skips.examples[0]}")
+            if skips.repaired:
+                tqdm.write(f"epoch {epoch}: {skips.repaired} of {skips.seen} items repaired while decoding; "
+                           f"e.g. {skips.repaired_examples[0]}")
             self.log.write({"event": "epoch_end", "epoch": epoch, "step": self.engine.global_step,
                             "seen": skips.seen, "skipped": skips.skipped, "skip_fraction": skips.fraction,
-                            "skipped_examples": skips.examples})
-        self.validate()
+                            "skipped_examples": skips.examples, "repaired": skips.repaired,
+                            "repaired_examples": skips.repaired_examples})
+        if self.recipe.train.val_every is None:
+            self.validate()
+
+    def _run_periodic(self, callback: Periodic, report: StepReport) -> None:
+        """One callback on rank 0, leaving no trace in training: no gradients, RNG state restored, train mode back."""
+        if self.rank == 0 and self.snapshot is not None:
+            devices = [self.device] if self.device.type == "cuda" else []
+            self.engine.train(False)
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    metrics = callback.run(self.snapshot(report.step, report.epoch))
+            finally:
+                self.engine.train()
+            self.log.write({"event": callback.name, "step": report.step, "epoch": report.epoch,
+                            "metrics": dict(metrics or {})})
+        if self.world > 1:
+            dist.barrier()  # the other ranks wait here rather than inside the next step's collectives
 
 
 class MetricsLog:
@@ -345,10 +539,25 @@ class MetricsLog:
         record = {"time": round(time.time(), 3), **record}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
-        if self.board is not None and "loss" in record:
-            for key in ("loss", "lr", "logit_scale", "samples_per_s"):
-                self.board.add_scalar(f"train/{key}", record[key], record["step"])
-            self.board.flush()
+        if self.board is not None:
+            scalars = _board_scalars(record)
+            for tag, value in scalars.items():
+                self.board.add_scalar(tag, value, record["step"])
+            if scalars:
+                self.board.flush()
+
+
+def _board_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """What TensorBoard shows of a metrics line: the training curves, the validation loss, callback metrics."""
+    event = record.get("event")
+    if event == "step":
+        return {f"train/{key}": record[key] for key in ("loss", "lr", "logit_scale", "samples_per_s")}
+    if event == "val":
+        return {"val/loss": record["val_loss"]}
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict):
+        return {f"{event}/{key}": float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+    return {}
 
 
 def _json_record(line: str) -> dict[str, Any] | None:
@@ -398,20 +607,50 @@ def _load_anchor(resolved: ResolvedRecipe) -> Any:
     return load_anchor(resolved.recipe.anchor, resolved.anchor_provider)
 
 
-def _check_same_recipe(saved: Path, recipe: Recipe) -> None:
-    """Resuming with other data, plugin, anchor or training settings would not continue the same run."""
+EXTENSION_KEYS = ("train.epochs", "train.max_steps")
+"""What ``--resume --extend`` may change: how long the run trains, nothing about how."""
+MACHINE_KEYS = ("train.threads",)
+"""What ``--resume`` accepts changed without a flag: settings of the machine the run continues on."""
+
+
+def _check_same_recipe(saved: Path, resolved: ResolvedRecipe, *, extend: bool = False) -> dict[str, Any]:
+    """Resuming with other data, plugin, anchor or training settings would not continue the same run.
+
+    With ``extend``, :data:`EXTENSION_KEYS` may change. Returns the saved recipe's ``train`` section.
+    """
     import yaml
 
     if not saved.is_file():
-        return
+        return {}
     before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    now = recipe.model_dump(mode="json")
+    anchor = before.get("anchor") or {}
+    if "model" in anchor:  # runs saved before tags ignored by the anchor were dropped from recipe.yaml
+        anchor["pretrained"] = resolved.anchor_provider.pretrained_in_use(anchor["model"], anchor.get("pretrained"))
+    now = resolved.recipe.model_dump(mode="json")
     changed = [f"{section}.{key}" for section in ("anchor", "plugin", "data", "train")
                for key in sorted(set(before.get(section, {})) | set(now.get(section, {})))
                if before.get(section, {}).get(key) != now.get(section, {}).get(key)]
-    if changed:
-        raise ConfigError(f"--resume with a recipe that differs from {saved} in {', '.join(changed)}; "
-                          "resume with the same recipe (or start a new run with --out)")
+    refused = [key for key in changed if key not in MACHINE_KEYS and not (extend and key in EXTENSION_KEYS)]
+    if refused:
+        hint = ("; to train a finished run further, add --extend (it accepts changes to "
+                f"{' and '.join(EXTENSION_KEYS)} only)") if set(refused) <= set(EXTENSION_KEYS) else ""
+        raise ConfigError(f"--resume with a recipe that differs from {saved} in {', '.join(refused)}; resume with the "
+                          f"same recipe (or start a new run with --out){hint}")
+    return dict(before.get("train") or {})
+
+
+def _total_steps(max_steps: int | None, epochs: int, steps_per_epoch: int) -> int:
+    return max_steps or epochs * steps_per_epoch
+
+
+def _check_extends(checkpoints: Path, total_steps: int) -> None:
+    """--extend needs a recipe that reaches past the step the run's newest checkpoint is at."""
+    tag = latest_tag(checkpoints)
+    done = tag_step(tag) if tag else 0
+    if total_steps <= done:
+        raise ConfigError(f"--extend: the recipe trains {total_steps} steps, but the run in {checkpoints.parent} "
+                          f"already has {done}; raise train.max_steps or train.epochs above it "
+                          "(e.g. --set train.max_steps=...)")
 
 
 def _to_device(value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -189,6 +189,9 @@ class BeatsTransformer(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.dropout = nn.Dropout(config.dropout)
         self.layerdrop = config.encoder_layerdrop
+        self.step_seed: int | None = None
+        """Seeds which layers layerdrop skips in the next training forward (see ``set_step_seed``); None: torch's
+        global generator, as the official code."""
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.gradient_checkpointing = False
         self.attention: AttentionChoice = "auto"
@@ -205,10 +208,11 @@ class BeatsTransformer(nn.Module):
         kernel = resolve_kernel(self.attention, x.device, self.training and self.attention_dropout > 0)
         inputs = AttentionInputs.build(kernel, self.position_bias(x.shape[1], x.device), padding_mask)
         outputs = []
+        drops = torch.Generator().manual_seed(self.step_seed) if self.step_seed is not None else None
         for layer in self.layers:
             if self.gradient_decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, self.gradient_decay)
-            if not self.training or float(torch.rand(())) > self.layerdrop:
+            if not self.training or float(torch.rand((), generator=drops)) > self.layerdrop:
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                     x = checkpoint(layer, x, inputs, use_reentrant=False)
                 else:
@@ -303,6 +307,10 @@ class BeatsEncoder(ModalityEncoder):
 
     def layers(self) -> list[nn.Module]:
         return list(self.encoder.layers)
+
+    def set_step_seed(self, seed: int) -> None:
+        """Layerdrop skips the same layers on every rank: the whole batch shares the choice, drawn from ``seed``."""
+        self.encoder.step_seed = seed
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.encoder.gradient_checkpointing = enabled

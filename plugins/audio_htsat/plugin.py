@@ -24,7 +24,7 @@ from torch import Tensor
 
 import modbind
 from modbind.audio.base import AudioEncoderOptions, AudioEncoderPlugin, as_clip
-from modbind.contracts import Batch, EncoderOptions, EncoderPlugin
+from modbind.contracts import Batch, EncoderOptions, EncoderPlugin, Randomness
 from modbind.pretrained import PretrainedCheckpoint
 
 from modbind_audio_htsat.architecture import LAION_CLAP_SAMPLE_RATE, PRESETS, PresetName, ShortClipPolicy
@@ -117,7 +117,7 @@ class HtsatPlugin(AudioEncoderPlugin[HtsatOptions]):
             features[rows, : mel.shape[1]] = mel[:, :frames]
         return {"features": features, "padding_mask": frame_mask}
 
-    def augment(self, features: Batch, options: HtsatOptions, generator: torch.Generator | None = None) -> Batch:
+    def augment(self, features: Batch, options: HtsatOptions, generator: Randomness = None) -> Batch:
         """The shared SpecAugment, filling masked cells with the example's mean level of that mel bin.
 
         HTS-AT's features are raw dB (bn0 is part of the model), where the shared fill value 0 would be a
