@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
+from train_world import captions, imu_recipe, imu_run, imu_world, write_imu_world
 
 import modbind
 from modbind.config import Recipe, TrainConfig
@@ -26,14 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("align_world")
-    texts = captions(64)
-    return {"root": root, "anchor": build_separating_anchor(root / "anchor", texts),
-            "manifest": write_imu_world(root / "imu", texts)}
+    return imu_world(tmp_path_factory.mktemp("align_world"), 64)
 
 
-def recipe_for(world: dict[str, Path], name: str, **train: Any) -> Recipe:
-    return Recipe.model_validate(imu_recipe(world["anchor"], world["manifest"], world["root"] / name, **train))
+recipe_for = imu_run
 
 
 def metrics(run: Path) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,21 +19,17 @@ from modbind.errors import CheckpointError, ConfigError, NonFiniteError, UnsafeP
 from modbind.train.checkpoints import LATEST_FILE, checkpoint_tags, prune_checkpoints
 import modbind
 from modbind.train.trainer import StepReport
-from train_world import build_separating_anchor, captions, imu_recipe, write_imu_world
+from train_world import imu_recipe, imu_run, imu_world
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("safety_world")
-    texts = captions(32)
-    return {"root": root, "anchor": build_separating_anchor(root / "anchor", texts),
-            "manifest": write_imu_world(root / "imu", texts)}
+    return imu_world(tmp_path_factory.mktemp("safety_world"), 32)
 
 
-def recipe_for(world: dict[str, Path], name: str, **train: Any) -> Recipe:
-    return Recipe.model_validate(imu_recipe(world["anchor"], world["manifest"], world["root"] / name, **train))
+recipe_for = imu_run
 
 
 def outside_manifest(world: dict[str, Path], tmp_path: Path, path: str) -> Path:

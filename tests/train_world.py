@@ -97,3 +97,17 @@ def imu_recipe(anchor: Path, manifest: Path, out: Path, **train: Any) -> dict[st
         "train": settings,
         "output": {"dir": str(out)},
     }
+
+
+def imu_world(root: Path, count: int) -> dict[str, Path]:
+    """A separating anchor and an IMU manifest of ``count`` captioned items under ``root``."""
+    texts = captions(count)
+    return {"root": root, "anchor": build_separating_anchor(root / "anchor", texts),
+            "manifest": write_imu_world(root / "imu", texts)}
+
+
+def imu_run(world: dict[str, Path], name: str, **train: Any) -> Any:
+    """The validated recipe of a fast IMU run named ``name`` in ``world`` (see :func:`imu_recipe`)."""
+    from modbind.config import Recipe
+
+    return Recipe.model_validate(imu_recipe(world["anchor"], world["manifest"], world["root"] / name, **train))
