@@ -9,6 +9,11 @@ Example line::
 
 ``path`` (and ``image``) are relative to the manifest's root folder. ``captions`` and ``labels`` are keyed
 by language code; ``labels[lang][i]`` translates ``labels["en"][i]``.
+
+One entry may carry the same moment in several modalities: ``items`` names the file of each other
+modality (``"items": {"depth": "depth/x.png"}``), so one manifest serves every encoder of a bundle and
+``modbind eval --task emergent -o pair=depth`` can pair them. An encoder reads ``items[its modality]``
+when present, else ``path``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class ManifestEntry(BaseModel):
     duration: float | None = None
     sample_rate: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    items: dict[str, str] = Field(default_factory=dict)
+    """The same entry in other modalities: file per modality name, relative to the root like ``path``."""
 
     @field_validator("id", "path")
     @classmethod
@@ -47,6 +54,20 @@ class ManifestEntry(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("items")
+    @classmethod
+    def _no_empty_item(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [modality for modality, path in value.items() if not path.strip()]
+        if empty:
+            raise ValueError(f"the {empty[0]} item must not be empty")
+        return value
+
+    def item_path(self, modality: str | None = None) -> str:
+        """The file of this entry's ``modality`` item: ``items[modality]`` when given, else ``path``."""
+        if modality is not None and modality in self.items:
+            return self.items[modality]
+        return self.path
 
     def captions_in(self, language: str) -> list[str]:
         """Non-empty captions in ``language`` (empty list when the language is absent)."""

@@ -128,14 +128,15 @@ def pack_shards(
         with tqdm(total=len(entries), initial=start, desc=f"packing {plugin.item_noun}", unit="item",
                   disable=not progress) as bar:
             for window in range(start, len(entries), _WINDOW):  # bounded memory: a window of items at a time
-                jobs = [(i, str(root / entries[i].path), plugin, options, max_seconds)
+                jobs = [(i, str(root / entries[i].item_path(plugin.modality)), plugin, options, max_seconds)
                         for i in range(window, min(window + _WINDOW, len(entries)))]
                 results = pool.map(_pack_job, jobs, chunksize=8) if pool else map(_pack_job, jobs)
                 for index, packed, error in results:
                     entry = entries[index]
                     bar.update(1)
                     if packed is None:
-                        report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
+                        report.skipped.append({"id": entry.id, "path": entry.item_path(plugin.modality),
+                                               "error": error})
                         continue
                     if writer.add(entry, packed):  # a shard is complete: entries < index + 1
                         _write_progress(out_dir, settings, index + 1, writer.key, report)

@@ -47,6 +47,8 @@ class EvalContext:
     tie_policy: str = DEFAULT_TIE_POLICY
     label: str | None = None
     """Name of this evaluation in the report (default: the task name and manifest file name)."""
+    modality: str | None = None
+    """Which modality of a bundle the items are; None: the model's only one (see :meth:`item_modality`)."""
 
     @classmethod
     def from_manifest(cls, embedder: Embedder, manifest: Path, root: Path | None = None, **kwargs: Any) -> "EvalContext":
@@ -63,9 +65,19 @@ class EvalContext:
         path = Path(relative)
         return path if path.is_absolute() else self.root / path
 
-    def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult) -> tuple[Tensor, list[ManifestEntry]]:
-        """Model embeddings of the entries whose item decodes; the others are excluded and counted."""
-        embeddings, kept, failures = self.embedder.items([self.resolve(e.path) for e in entries])
+    def item_modality(self, besides: str | None = None) -> str:
+        """The modality of the items: the task's choice, else the model's only one other than ``besides``."""
+        return self.modality or self.embedder.modality(besides)
+
+    def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult,
+                        modality: str | None = None) -> tuple[Tensor, list[ManifestEntry]]:
+        """Model embeddings of the entries whose ``modality`` item decodes; the others are excluded and counted.
+
+        An entry's item is ``items[modality]`` when the manifest names one, else its ``path``.
+        """
+        modality = modality or self.item_modality()
+        paths = [self.resolve(e.item_path(modality)) for e in entries]
+        embeddings, kept, failures = self.embedder.items(paths, modality)
         if failures:
             result.exclude(
                 "unreadable_item",
@@ -109,3 +121,10 @@ def crop_policy(model: Any | None) -> str:
     if model is None:
         return "no modality encoder (anchor only)"
     return model.plugin.eval_policy(model.options)
+
+
+def crop_policy_of(context: EvalContext, modality: str | None = None) -> str:
+    """:func:`crop_policy` of the model that encodes the context's (or the given) modality."""
+    if context.embedder.model is None:
+        return crop_policy(None)
+    return crop_policy(context.embedder.model_for(modality or context.item_modality()))

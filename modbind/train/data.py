@@ -72,8 +72,11 @@ class TrainBatch:
         return TrainBatch(pinned, self.captions, self.ids, self.skipped)
 
 
-def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExamples]:
-    """Read every manifest; items without a caption in ``language`` are left out (and counted)."""
+def read_sources(sources: Sequence[DataSource], language: str, modality: str | None = None) -> list[SourceExamples]:
+    """Read every manifest; items without a caption in ``language`` are left out (and counted).
+
+    Each entry's item is its ``modality`` file (``items[modality]``, else ``path``).
+    """
     if not sources:
         raise ConfigError("data.train is empty: add at least one manifest, e.g. "
                           "--set 'data.train=[{manifest: train.jsonl}]'")
@@ -90,7 +93,7 @@ def read_sources(sources: Sequence[DataSource], language: str) -> list[SourceExa
             if not captions:
                 without += 1
                 continue
-            examples.append(Example(entry.id, root / entry.path, tuple(captions)))
+            examples.append(Example(entry.id, root / entry.item_path(modality), tuple(captions)))
         if not examples:
             raise DataError(f"{manifest}: no item has a '{language}' caption (data.caption_language); "
                             "nothing to train on")

@@ -91,8 +91,9 @@ def run_alignment(
         checkpoints.mkdir(exist_ok=True)
         atomic_write(out / RECIPE_FILE, dump_recipe(recipe))
 
-    sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    val_sources = read_sources(recipe.data.val, recipe.data.caption_language) if recipe.data.val else []
+    language, modality = recipe.data.caption_language, plugin.modality
+    sources = read_sources(recipe.data.train, language, modality)
+    val_sources = read_sources(recipe.data.val, language, modality) if recipe.data.val else []
     anchor, captions = _prepare_captions(resolved, all_captions(sources + val_sources), out, rank)
     anchor.assert_unchanged()  # frozen as loaded (no gradients, weights as on disk)
     fingerprint = anchor.fingerprint()
