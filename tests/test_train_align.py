@@ -195,3 +195,13 @@ def test_compiled_model_follows_the_eager_trajectory_and_exports(world, imu_plug
     keys = set(load_file(str(compiled.export_dir / "model.safetensors")))
     assert keys == set(load_file(str(plain.export_dir / "model.safetensors")))  # no compile wrapper prefixes
     assert modbind.load(compiled.export_dir).card["plugin"] == "imu_conv"  # loads strictly
+
+
+def test_a_fixed_logit_scale_stays_where_the_recipe_puts_it(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "fixed_scale", max_steps=3, logit_scale=7.0, learn_logit_scale=False)
+    result = modbind.align(recipe, progress=False)
+    logged = [m["logit_scale"] for m in metrics(result.out_dir) if "logit_scale" in m]
+    assert len(logged) == 3 and logged == pytest.approx([7.0] * 3)
+    assert modbind.load(result.export_dir).logit_scale == pytest.approx(7.0)
+    learned = modbind.align(recipe_for(world, "learned_scale", max_steps=3, logit_scale=7.0), progress=False)
+    assert modbind.load(learned.export_dir).logit_scale != pytest.approx(7.0, abs=1e-4)

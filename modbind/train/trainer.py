@@ -99,7 +99,8 @@ def run_alignment(
     fingerprint = anchor.fingerprint()
 
     torch.manual_seed(train.seed)
-    model = AlignedEncoder(plugin.build_encoder(options), anchor.dim, head=train.head, logit_scale=anchor.logit_scale)
+    model = AlignedEncoder(plugin.build_encoder(options), anchor.dim, head=train.head,
+                           logit_scale=train.logit_scale or anchor.logit_scale)
     summary = apply_finetune(model, plugin, options, train)
     dataset = AlignmentDataset(sources, plugin, options, seed=train.seed)
     val_dataset = AlignmentDataset(val_sources, plugin, options, seed=train.seed, train=False) if val_sources else None
