@@ -147,6 +147,10 @@ def test_emergent_retrieval_between_two_modalities_of_a_bundle(world, tmp_path: 
     assert control["model"]["untrained"] is True and control["model"]["card"]["modalities"] == ["audio", "depth"]
     assert control["model"]["card"]["members"]["depth"]["plugin_options"]["channels"] == [8, 16]
 
+    twin, _ = run_eval(world, tmp_path / "twin", str(world["depth"]), "--untrained", "--task", "zeroshot")
+    assert twin["model"]["untrained"] is True and twin["model"]["card"]["plugin"] == "depth_conv"
+    assert twin["tasks"][0]["rows"][0]["direction"] == "depth→class"
+
     images, _ = run_eval(world, tmp_path / "d2i", str(bundle), "--modality", "depth", "--task", "emergent")
     assert images["tasks"][0]["rows"][0]["direction"] == "depth→image"
     which = CliRunner().invoke(cli, ["eval", str(bundle), "--task", "retrieval", "--data", str(world["manifest"]),
@@ -212,3 +216,25 @@ def test_one_manifest_serves_every_modality_of_its_entries(world) -> None:
     assert audio.examples[0].path == world["world"] / "audio" / "0.wav"
     with pytest.raises(ValueError, match="the depth item must not be empty"):
         ManifestEntry(id="x", path="a.wav", items={"depth": " "})
+
+
+def test_bundle_create_merges_a_bundle_with_another_export(world, tmp_path: Path) -> None:
+    audio_only = modbind.create_bundle(tmp_path / "audio_only", [world["audio"]])
+    merged = modbind.create_bundle(tmp_path / "merged", [audio_only, world["depth"]])
+    assert modbind.load(merged).modalities == ("audio", "depth")
+    assert modbind.load(audio_only).modalities == ("audio",)  # a bundle folder loads as a bundle, even of one
+
+
+def test_the_python_example_of_docs_bundles_runs(world, tmp_path: Path) -> None:
+    """docs/bundles.md's Python block, with its paths pointed at this test's exports and files."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bundles.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    modbind.create_bundle(tmp_path / "bundle", [world["audio"], world["depth"]])
+    for placeholder, real in (("runs/audio/export", world["audio"]), ("runs/depth/export", world["depth"]),
+                              ("runs/bundle", tmp_path / "bundle"), ("clips/dog.wav", world["world"] / "audio" / "0.wav"),
+                              ("maps/dog.png", world["world"] / "depth" / "0.png")):
+        assert placeholder in code
+        code = code.replace(placeholder, str(real))
+    namespace: dict = {}
+    exec(compile(code, "docs/bundles.md", "exec"), namespace)
+    assert namespace["scores"].shape == (1, 1) and namespace["texts"].shape == (1, 32)
