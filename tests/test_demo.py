@@ -225,7 +225,7 @@ def test_quick_demo_end_to_end_shows_emergence_beyond_both_controls(tmp_path: Pa
     chance = rows["a2d_r1"]["chance"]
     both = {c: np.mean([margin("a2d_r1", c), margin("d2a_r1", c)]) for c in ("aligned", "en_only_anchor", "untrained")}
     assert both["aligned"] >= max(3.5 * chance, both["untrained"] + 10), (rows["a2d_r1"], rows["d2a_r1"])
-    assert both["en_only_anchor"] >= 1.8 * chance, (rows["a2d_r1"], rows["d2a_r1"])
+    assert both["en_only_anchor"] >= 2.5 * chance, (rows["a2d_r1"], rows["d2a_r1"])
     assert {"world", "anchors", "align", "evaluate"} <= set(data["timings"])
     for member in ("audio", "depth"):
         assert (out / "aligned" / member / "export" / "card.json").is_file()

@@ -103,11 +103,11 @@ class DepthConvPlugin(EncoderPlugin[DepthOptions]):
     def preprocess(self, item: Any, options: DepthOptions, *, train: bool,
                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"depth": (S, S) in [0, 1] (metres / max_depth), "coverage": (S, S) share of measured pixels}``."""
-        depth = torch.from_numpy(as_depth(item))
-        mean_depth, coverage = square_view(depth, options.size, train=train and options.random_crop,
+        mean_depth, coverage = square_view(as_depth(item), options.size, train=train and options.random_crop,
                                            min_crop=options.min_crop, flip=train and options.flip,
                                            generator=generator)
-        return {"depth": (mean_depth / options.max_depth).clamp(max=1.0), "coverage": coverage}
+        return {"depth": torch.from_numpy(np.minimum(mean_depth / options.max_depth, 1.0)),
+                "coverage": torch.from_numpy(coverage)}
 
     def eval_policy(self, options: DepthOptions) -> str:
         return (f"deterministic: the centred square of each depth map, area-averaged over measured pixels to "

@@ -7,12 +7,12 @@ pixels, so holes stay holes instead of pulling their neighbours towards the came
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -57,7 +57,8 @@ def as_depth(value: Any, *, where: str = "depth map", scale: float = 1.0) -> np.
         array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:-1])
     if array.ndim != 2 or min(array.shape) == 0:
         raise DataError(f"{where}: expected a 2-D depth map (height, width), got shape {array.shape}")
-    array = array * np.float32(scale)
+    if scale != 1.0:
+        array = array * np.float32(scale)
     return np.where(np.isfinite(array) & (array > 0), array, np.float32(0.0))
 
 
@@ -67,27 +68,39 @@ def _check_side(path: Path, size: tuple[int, ...], max_side: int) -> None:
                         "(plugin option max_side)")
 
 
-def square_view(depth: Tensor, size: int, *, train: bool, min_crop: float, flip: bool,
-                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def square_view(depth: np.ndarray, size: int, *, train: bool, min_crop: float, flip: bool,
+                generator: torch.Generator | None) -> tuple[np.ndarray, np.ndarray]:
     """A ``size``×``size`` view of an (H, W) map and the share of measured pixels behind each output pixel.
 
     Evaluation takes the centred square; training a random square of ``min_crop``..1 of the shorter side
     at a random place, mirrored left-right half of the time (every draw from ``generator``). Resizing
-    averages measured pixels only (area weights), so holes neither shrink nor bleed into valid depth.
+    averages measured pixels only (box filter), so holes neither shrink nor bleed into valid depth. Plain
+    numpy: on maps this small, torch's per-call overhead would cost more than the work.
     """
     height, width = depth.shape
     side = min(height, width)
-    if train:
-        side = max(1, round(side * float(min_crop + (1 - min_crop) * torch.rand((), generator=generator))))
-        top = int(torch.randint(0, height - side + 1, (), generator=generator))
-        left = int(torch.randint(0, width - side + 1, (), generator=generator))
+    if train:  # one draw of four uniforms: the crop's size, its row, its column, and the mirror
+        scale, row, column, mirror = torch.rand(4, generator=generator).tolist()
+        side = max(1, round(side * (min_crop + (1 - min_crop) * scale)))
+        top, left = int(row * (height - side + 1)), int(column * (width - side + 1))
     else:
-        top, left = (height - side) // 2, (width - side) // 2
+        top, left, mirror = (height - side) // 2, (width - side) // 2, 1.0
     crop = depth[top : top + side, left : left + side]
-    valid = (crop > 0).float()
-    pooled = F.interpolate(torch.stack([crop * valid, valid])[None], size=(size, size), mode="area")[0]
-    coverage = pooled[1]
-    mean_depth = torch.where(coverage > 0, pooled[0] / coverage.clamp(min=1e-6), torch.zeros(()))
-    if train and flip and bool(torch.rand((), generator=generator) < 0.5):
-        mean_depth, coverage = mean_depth.flip(-1), coverage.flip(-1)
-    return mean_depth, coverage
+    valid = (crop > 0).astype(np.float32)
+    weights = box_weights(side, size)
+    depth_sum = weights @ (crop * valid) @ weights.T
+    coverage = weights @ valid @ weights.T
+    mean_depth = np.divide(depth_sum, coverage, out=np.zeros_like(depth_sum), where=coverage > 0)
+    if flip and mirror < 0.5:
+        mean_depth, coverage = mean_depth[:, ::-1], coverage[:, ::-1]
+    return np.ascontiguousarray(mean_depth), np.ascontiguousarray(coverage)
+
+
+@functools.lru_cache(maxsize=64)
+def box_weights(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of a box filter: the share of each output cell each input pixel covers."""
+    edges = np.arange(target + 1) * (source / target)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(source)[None, :]
+    overlap = np.clip(np.minimum(ends, pixels + 1) - np.maximum(starts, pixels), 0, None)
+    return (overlap / (source / target)).astype(np.float32)
