@@ -67,7 +67,7 @@ class EvalContext:
 
     def item_modality(self, besides: str | None = None) -> str:
         """The modality of the items: the task's choice, else the model's only one other than ``besides``."""
-        return self.modality or self.embedder.modality(besides)
+        return self.modality or self.embedder.default_modality(besides)
 
     def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult,
                         modality: str | None = None) -> tuple[Tensor, list[ManifestEntry]]:

@@ -94,7 +94,12 @@ class Embedder:
     def modalities(self) -> list[str]:
         return list(self.models)
 
-    def modality(self, besides: str | None = None) -> str:
+    @property
+    def modality(self) -> str:
+        """The model's modality (for a bundle: its only one, else an error asking to choose)."""
+        return self.default_modality()
+
+    def default_modality(self, besides: str | None = None) -> str:
         """The modality items are read as when a task names none: the only one (other than ``besides``)."""
         self.require_model()
         candidates = [m for m in self.models if m != besides]
@@ -104,9 +109,9 @@ class Embedder:
         return candidates[0]
 
     def model_for(self, modality: str | None = None) -> Any:
-        """The aligned model that encodes ``modality`` (default: :meth:`modality`)."""
+        """The aligned model that encodes ``modality`` (default: :meth:`default_modality`)."""
         self.require_model()
-        modality = modality or self.modality()
+        modality = modality or self.default_modality()
         if modality not in self.models:
             raise ConfigError(f"the model encodes {', '.join(self.models)}, not '{modality}'")
         return self.models[modality]
