@@ -25,6 +25,8 @@ _LAZY = {
     "evaluate": "modbind.api",
     "Evaluation": "modbind.api",
     "AlignedModel": "modbind.model.exported",
+    "AlignedBundle": "modbind.model.bundle",
+    "create_bundle": "modbind.model.bundle",
     "Recipe": "modbind.config",
     "AnchorConfig": "modbind.config",
     "Suite": "modbind.eval.suite",

@@ -18,19 +18,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from modbind.anchor import Anchor
     from modbind.eval.result import TaskResult
     from modbind.eval.suite import Suite
-    from modbind.model import AlignedModel
+    from modbind.model import AlignedBundle, AlignedModel
     from modbind.train.trainer import RunResult, StepReport
 
 
-def load(path: str | Path, device: str = "cpu") -> AlignedModel:
+def load(path: str | Path | Sequence[str | Path], *more: str | Path,
+         device: str = "cpu") -> AlignedModel | AlignedBundle:
     """Load an exported, aligned model folder (weights + card) for embedding and evaluation.
 
-    The card's plugin and anchor provider come from the installed plugins.
+    Several exports (or a bundle folder, see ``modbind bundle create``) that share an anchor load as one
+    :class:`modbind.AlignedBundle`, which encodes each of their modalities plus text and images. The
+    cards' plugins and anchor provider come from the installed plugins.
     """
-    from modbind.model import load_aligned_model
+    from modbind.model import is_bundle, load_aligned_model, load_bundle
     from modbind.plugins import get_registry
 
-    return load_aligned_model(path, get_registry(), device=device)
+    paths = [*(path if isinstance(path, (list, tuple)) else [path]), *more]
+    if len(paths) == 1 and not is_bundle(paths[0]):
+        return load_aligned_model(paths[0], get_registry(), device=device)
+    return load_bundle(paths, get_registry(), device=device)
 
 
 def load_anchor(config: AnchorConfig | Mapping[str, Any], device: str | None = None) -> Anchor:
@@ -90,12 +96,12 @@ class Evaluation:
     files: dict[str, Path]
 
 
-def evaluate(model: AlignedModel, suite: Suite | str | Path, out_dir: str | Path, *,
+def evaluate(model: AlignedModel | AlignedBundle, suite: Suite | str | Path, out_dir: str | Path, *,
              languages: Sequence[str] | None = None, batch_size: int = 64, cache_dir: str | Path | None = None,
              progress: bool = True, model_path: str | Path | None = None,
              data_root: str | Path | None = None) -> Evaluation:
-    """Run an evaluation suite (a :class:`modbind.Suite`, its YAML file or a shipped suite's name) on a model;
-    writes the report.
+    """Run an evaluation suite (a :class:`modbind.Suite`, its YAML file or a shipped suite's name) on a model or
+    bundle; writes the report.
 
     ``cache_dir`` keeps the frozen towers' embeddings between runs; ``model_path`` is recorded in the report;
     ``data_root`` is what ``${DATA_ROOT}`` in the suite's paths stands for.

@@ -144,6 +144,12 @@ class TrainConfig(Section):
     """With ``finetune: partial``: how many of the encoder's last layers train (the head always trains)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     head: Literal["linear", "mlp"] = "linear"
+    logit_scale: float | None = Field(None, gt=0, le=100)
+    """Starting InfoNCE logit scale (1 / temperature); None: the anchor's own, as in the paper."""
+    learn_logit_scale: bool = True
+    """Train the logit scale (the paper). False keeps it fixed: at a low fixed scale (e.g. 7) the loss keeps
+    pulling each item towards its captions' embedding instead of stopping at the margin a batch needs, so
+    two modalities aligned separately to one anchor retrieve each other better (docs/bundles.md)."""
     augmentations: list[AugmentationEntry] = Field(default_factory=list)
     seed: int = 0
     log_every: int = Field(10, ge=1)

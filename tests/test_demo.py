@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import modbind
 from modbind.data.manifest import read_manifest
 from modbind.demo.anchor import AnchorRecipe, build_demo_anchor
 from modbind.demo.concepts import LANGUAGES
@@ -64,17 +65,18 @@ class ConceptOracle:
 
 
 class OracleModel:
-    """A stand-in aligned model that embeds each clip as its concepts: what perfect alignment would give."""
+    """A stand-in aligned model that embeds each item as its concepts: what perfect alignment would give."""
 
     dim = 4
     options = None
     card = {"metrics": {"trained": True}}
 
-    def __init__(self, oracle: ConceptOracle, concepts_of: dict[Path, list[str]], scramble: bool = False):
+    def __init__(self, oracle: ConceptOracle, concepts_of: dict[Path, list[str]], modality: str,
+                 scramble: bool = False):
         self.anchor = oracle
-        self.plugin = SimpleNamespace(name="oracle", modality="audio", item_noun="clips", zeroshot_templates={},
-                                      load_item=lambda path, options: Path(path), eval_policy=lambda options: "oracle")
-        self.encode_text = oracle.encode_text
+        self.plugin = SimpleNamespace(name=f"{modality} oracle", modality=modality, item_noun="items",
+                                      zeroshot_templates={}, load_item=lambda path, options: Path(path),
+                                      eval_policy=lambda options: "oracle")
         self.concepts_of = concepts_of
         self.scramble = scramble
 
@@ -85,11 +87,26 @@ class OracleModel:
         return torch.stack(rows)
 
 
+class OracleBundle:
+    """Audio and depth oracles in the oracle anchor's space, shaped like a :class:`modbind.AlignedBundle`."""
+
+    dim = 4
+    card = {"metrics": {"trained": True}}
+
+    def __init__(self, oracle: ConceptOracle, tests: EvalSet, scramble: bool = False):
+        self.anchor = oracle
+        self.encode_text = oracle.encode_text
+        self.members = {m: OracleModel(oracle, {p: e.meta["concepts"] for e, p in zip(tests.all, tests.paths(tests.all, m))},
+                                       m, scramble) for m in ("audio", "depth")}
+
+    def encode(self, items, modality: str, batch_size: int = 32, progress: bool = False):
+        return self.members[modality].encode(items)
+
+
 def test_evaluation_gives_100_for_perfect_alignment_and_chance_levels_are_right(tiny_world, tmp_path: Path) -> None:
     tests = EvalSet.read(tiny_world)
     oracle = ConceptOracle(tiny_world)
-    concepts_of = {tiny_world.root / e.path: e.meta["concepts"] for e in tests.all}
-    perfect = evaluate_model(OracleModel(oracle, concepts_of), tests, LANGUAGES, report_dir=tmp_path / "eval")
+    perfect = evaluate_model(OracleBundle(oracle, tests), tests, LANGUAGES, report_dir=tmp_path / "eval")
     assert all(v == pytest.approx(100.0) for v in perfect.values()), perfect
     assert (tmp_path / "eval").is_dir() and any((tmp_path / "eval").iterdir())
     assert anchor_ceiling(oracle, tests, LANGUAGES) == {k: 100.0 for k in perfect if k.startswith("zs_")}
@@ -98,16 +115,19 @@ def test_evaluation_gives_100_for_perfect_alignment_and_chance_levels_are_right(
     assert table["zs_single_ru"].chance == pytest.approx(25.0)
     assert table["zs_pair_en"].chance == pytest.approx(100 / 6)
     assert 0 < table["a2i_r1"].chance < table["a2i_r10"].chance <= 100
-    scrambled = evaluate_model(OracleModel(oracle, concepts_of, scramble=True), tests, LANGUAGES,
+    assert table["a2d_r1"].chance == table["d2a_r1"].chance == table["a2i_r1"].chance
+    assert table["depth_zs_single_de"].chance == pytest.approx(25.0)
+    scrambled = evaluate_model(OracleBundle(oracle, tests, scramble=True), tests, LANGUAGES,
                                report_dir=tmp_path / "eval-scrambled")
     assert scrambled["a2i_r1"] < 100 and scrambled["zs_single_en"] < 100 and scrambled["a2t_r1_en"] < 100
+    assert scrambled["depth_zs_single_en"] < 100
 
 
-def test_recipe_file_holds_the_demo_settings() -> None:
-    from modbind.demo.run import ALIGN_SETTINGS
+def test_recipe_files_hold_the_demo_settings() -> None:
+    from modbind.demo.run import ALIGN_SETTINGS, DEPTH_ALIGN_SETTINGS
 
-    recipe = read_yaml(REPO / "recipes" / "demo.yaml")
-    assert recipe == ALIGN_SETTINGS
+    assert read_yaml(REPO / "recipes" / "demo.yaml") == ALIGN_SETTINGS
+    assert read_yaml(REPO / "recipes" / "demo_depth.yaml") == DEPTH_ALIGN_SETTINGS
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -156,6 +176,7 @@ def test_quick_demo_end_to_end_shows_emergence_beyond_both_controls(tmp_path: Pa
     for name in ("demo_report.json", "demo_report.md", "demo_report.png"):
         assert (out / name).stat().st_size > 0
     assert "audio→image R@1" in result.output and "control: English-only anchor" in result.output
+    assert "audio→depth R@1" in result.output and "depth zero-shot top-1" in result.output
     data = json.loads((out / "demo_report.json").read_text(encoding="utf-8"))
     rows = {row["key"]: row for row in data["rows"]}
     assert {key for key, _ in CONDITIONS} == set(rows["a2i_r1"]["values"])
@@ -182,8 +203,29 @@ def test_quick_demo_end_to_end_shows_emergence_beyond_both_controls(tmp_path: Pa
     for condition in ("aligned", "en_only_anchor"):
         assert margin("a2i_r1", condition) >= max(3 * rows["a2i_r1"]["chance"],
                                                   margin("a2i_r1", "untrained") + 8), rows["a2i_r1"]
-    # Two-concept scenes: the hardest query; above chance on average over the languages.
-    pair_mean = np.mean([margin(f"zs_pair_{lang}") for lang in LANGUAGES])
-    assert pair_mean >= 2 * rows["zs_pair_en"]["chance"], [rows[f"zs_pair_{lang}"] for lang in LANGUAGES]
+    # Two-concept scenes are reported, not asserted here: the quick world has 24 of them, so one hit is 4.2 %
+    # and the untrained encoder lands such hits by chance too; the full demo (README) shows them above chance.
+
+    # Depth, aligned on its own to the same English captions: zero-shot in every language as well ...
+    for lang in LANGUAGES:
+        single = f"depth_zs_single_{lang}"
+        chance = rows[single]["chance"]
+        assert margin(single) >= 4 * chance, (lang, rows[single])
+        assert margin(single) >= margin(single, "untrained") + 20, (lang, rows[single])
+        if lang == "en":
+            assert margin(single, "en_only_anchor") >= 4 * chance, rows[single]
+        else:
+            assert margin(single) >= margin(single, "en_only_anchor") + 20, (lang, rows[single])
+    others = [f"depth_zs_single_{lang}" for lang in LANGUAGES if lang != "en"]
+    # (pt shares some words with en, e.g. "piano": the English-only control stays near chance on average)
+    assert np.mean([margin(k, "en_only_anchor") for k in others]) <= 3 * rows[others[0]]["chance"]
+    # ... and audio↔depth retrieval emerges between two encoders that never saw each other (mean R@1 of both
+    # directions); with the English-only anchor too, as both sides were aligned to English (weaker, noisier).
+    chance = rows["a2d_r1"]["chance"]
+    both = {c: np.mean([margin("a2d_r1", c), margin("d2a_r1", c)]) for c in ("aligned", "en_only_anchor", "untrained")}
+    assert both["aligned"] >= max(3.5 * chance, both["untrained"] + 10), (rows["a2d_r1"], rows["d2a_r1"])
+    assert both["en_only_anchor"] >= 2.5 * chance, (rows["a2d_r1"], rows["d2a_r1"])
     assert {"world", "anchors", "align", "evaluate"} <= set(data["timings"])
-    assert (out / "aligned" / "export" / "card.json").is_file()
+    for member in ("audio", "depth"):
+        assert (out / "aligned" / member / "export" / "card.json").is_file()
+    assert modbind.load(out / "aligned" / "bundle").modalities == ("audio", "depth")

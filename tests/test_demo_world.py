@@ -14,6 +14,7 @@ from PIL import Image
 from modbind.data.manifest import read_manifest
 from modbind.demo.captions import PAIR_TEMPLATES, PROMPTS, all_template_texts, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES
+from modbind.demo.depth import RELIEFS
 from modbind.demo.world import generate_world
 
 TINY = dict(n_concepts=4, n_per_concept=2, n_scenes=3, n_test_per_concept=1, n_test_scenes=2, duration=(1.0, 1.5))
@@ -40,6 +41,8 @@ def test_concepts_are_distinct_in_every_language() -> None:
     pictures = {(c.picture.hue, c.picture.shape) for c in CONCEPTS}
     assert len({shape for _, shape in pictures}) == len(CONCEPTS)
     assert len({c.sound for c in CONCEPTS}) == len(CONCEPTS)
+    assert len({c.depth for c in CONCEPTS}) == len(CONCEPTS)  # distance × relief, besides the silhouette
+    assert {c.depth.relief for c in CONCEPTS} <= set(RELIEFS)
 
 
 def test_tiny_world_files_and_manifests(tiny_world) -> None:
@@ -59,6 +62,10 @@ def test_tiny_world_files_and_manifests(tiny_world) -> None:
         assert entry.duration == pytest.approx(len(samples) / rate, abs=1e-3)
         with Image.open(tiny_world.root / entry.image) as picture:
             assert picture.mode == "RGB" and picture.size == (32, 32)
+        with Image.open(tiny_world.root / entry.items["depth"]) as depth:
+            assert depth.mode == "I;16" and depth.size == (32, 32)  # millimetres, the depth plugin's format
+            metres = np.asarray(depth, dtype=np.float32) / 1000
+        assert 0.5 < np.median(metres) < 8.0 and (metres == 0).mean() <= 0.05
         assert set(entry.captions) == set(LANGUAGES) == set(entry.labels)
         concepts = [c for c in CONCEPTS if c.name in entry.meta["concepts"]]
         assert len(concepts) == len(entry.labels["en"]) in (1, 2)
@@ -82,6 +89,37 @@ def test_scenes_are_two_concepts_in_audio_picture_and_captions(tiny_world) -> No
         picture = np.asarray(Image.open(tiny_world.root / entry.image), dtype=np.float32)
         hues = {c.picture.hue for c in CONCEPTS if c.name in entry.meta["concepts"]}
         assert len(hues) == 2 and picture.std() > 10
+
+
+def _depth_histogram(path: Path) -> np.ndarray:
+    """Share of valid readings per 17.5 cm of distance up to 4.6 m: distance and relief, no shape at all."""
+    metres = np.asarray(Image.open(path), dtype=np.float32) / 1000
+    near = metres[(metres > 0) & (metres < 4.6)]
+    return np.histogram(near, bins=24, range=(0.4, 4.6))[0] / max(len(near), 1)
+
+
+def test_depth_maps_separate_concepts_despite_nuisance(tmp_path: Path) -> None:
+    world = generate_world(tmp_path / "w", seed=0, n_concepts=16, n_per_concept=5, n_scenes=0,
+                           n_test_per_concept=2, n_test_scenes=0, duration=(1.0, 1.0), captions_per_item=1,
+                           languages=("en",))
+
+    def features(path: Path):
+        entries = read_manifest(path)
+        x = np.stack([_depth_histogram(world.root / e.items["depth"]) for e in entries])
+        return x, np.array([e.labels["en"][0] for e in entries])
+
+    train_x, train_y = features(world.train)
+    test_x, test_y = features(world.test_single)
+    classes = sorted(set(train_y))
+    centroids = np.stack([train_x[train_y == c].mean(0) for c in classes])
+    predicted = np.array(classes)[np.argmin(((test_x[:, None] - centroids[None]) ** 2).sum(-1), axis=1)]
+    # Distance and relief alone (a histogram knows no shape) already separate many concepts (chance 1/16) ...
+    assert float((predicted == test_y).mean()) >= 0.3
+    # ... yet maps of one concept differ: its distance, the wall, and missing readings change every time.
+    dog = [np.asarray(Image.open(world.root / e.items["depth"]), dtype=np.float32) for e in read_manifest(world.train)
+           if e.labels["en"] == ["dog"]]
+    nearest = [float(np.min(d[d > 0])) for d in dog]
+    assert max(nearest) / min(nearest) > 1.05 and len({float((d == 0).mean()) for d in dog}) > 1
 
 
 def test_same_seed_same_world_other_seed_other_world(tmp_path: Path, tiny_world) -> None:

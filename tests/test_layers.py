@@ -65,15 +65,29 @@ def test_plugins_are_looked_up_only_at_the_edges() -> None:
     assert [c for c in callers if c not in edges and not c.startswith("modbind/cli/")] == []
 
 
-def test_the_demo_uses_only_the_public_api() -> None:
-    """The demo is written as a third party would: top-level names and the public subpackages only."""
-    public = {"modbind", "modbind.anchor", "modbind.eval", "modbind.atomic", "modbind.cache", "modbind.lazy"}
+PUBLIC = {"modbind", "modbind.anchor", "modbind.eval", "modbind.atomic", "modbind.cache", "modbind.lazy"}
+"""What a third party may import: top-level names and the public subpackages."""
+
+
+def private_imports(paths: list[Path], own: str) -> dict[str, list[str]]:
+    """Per file, the modbind modules it imports beyond :data:`PUBLIC` and its own package ``own``."""
     bad = {}
-    for path in modules_in("demo"):
+    for path in paths:
         used = {n for n in imports_of(path) if n.startswith("modbind")}
         # ``from modbind.anchor import X`` also records ``modbind.anchor.X``: judge the module part only
-        modules = {n.rsplit(".", 1)[0] if n.rsplit(".", 1)[0] in public else n for n in used}
-        private = sorted(m for m in modules if m not in public and not m.startswith("modbind.demo"))
+        modules = {n.rsplit(".", 1)[0] if n.rsplit(".", 1)[0] in PUBLIC else n for n in used}
+        private = sorted(m for m in modules if m not in PUBLIC and not m.startswith(own))
         if private:
             bad[path.name] = private
-    assert bad == {}
+    return bad
+
+
+def test_the_demo_uses_only_the_public_api() -> None:
+    """The demo is written as a third party would."""
+    assert private_imports(modules_in("demo"), "modbind.demo") == {}
+
+
+def test_the_depth_plugin_uses_only_the_public_api() -> None:
+    """The in-tree non-audio plugin is the example a third party copies: public names only."""
+    paths = sorted((PACKAGE.parent / "plugins" / "depth_conv").rglob("*.py"))
+    assert paths and private_imports(paths, "modbind_depth_conv") == {}

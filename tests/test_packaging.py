@@ -26,7 +26,7 @@ def test_every_package_folder_is_listed_for_the_build():
 def test_builtin_plugins_use_the_public_entry_point_group():
     project = _pyproject()["project"]
     entry_points = project["entry-points"]["modbind.plugins"]
-    assert set(entry_points) == {"audio_beats", "audio_htsat", "audio_mae"}
+    assert set(entry_points) == {"audio_beats", "audio_htsat", "audio_mae", "depth_conv"}
     for name, target in entry_points.items():
         assert target == f"modbind_{name}.plugin"
 

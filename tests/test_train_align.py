@@ -355,3 +355,13 @@ def test_resume_extend_trains_a_finished_run_further_at_min_lr(world, imu_plugin
         modbind.align(again, ["train.max_steps=8"], resume=True, extend=True, progress=False, on_step=crash_after_6)
     resumed = modbind.align(again, ["train.max_steps=8"], resume=True, progress=False)  # recipe.yaml says 8 now
     np.testing.assert_allclose(resumed.history, [r["loss"] for r in steps[6:]], rtol=1e-5, atol=1e-6)
+
+
+def test_a_fixed_logit_scale_stays_where_the_recipe_puts_it(world, imu_plugin) -> None:
+    recipe = recipe_for(world, "fixed_scale", max_steps=3, logit_scale=7.0, learn_logit_scale=False)
+    result = modbind.align(recipe, progress=False)
+    logged = [m["logit_scale"] for m in metrics(result.out_dir) if "logit_scale" in m]
+    assert len(logged) == 3 and logged == pytest.approx([7.0] * 3)
+    assert modbind.load(result.export_dir).logit_scale == pytest.approx(7.0)
+    learned = modbind.align(recipe_for(world, "learned_scale", max_steps=3, logit_scale=7.0), progress=False)
+    assert modbind.load(learned.export_dir).logit_scale != pytest.approx(7.0, abs=1e-4)

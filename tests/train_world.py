@@ -78,6 +78,24 @@ def write_audio_world(folder: Path, texts: list[str], *, seed: int = 0, seconds:
     return manifest
 
 
+def write_depth_world(folder: Path, texts: list[str], *, seed: int = 0, size: int = 24) -> Path:
+    """One depth map per caption as a 16-bit PNG in millimetres: a tilted plane at its own distance and slope."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    lines = []
+    for i, text in enumerate(texts):
+        near, slope_x, slope_y = rng.uniform(0.5, 4.0), rng.uniform(-1, 1), rng.uniform(-1, 1)
+        metres = near + slope_x * cols + slope_y * rows + 0.01 * rng.standard_normal((size, size))
+        Image.fromarray(np.round(np.clip(metres, 0.1, 8.0) * 1000).astype(np.uint16)).save(folder / f"depth{i}.png")
+        lines.append({"id": f"depth{i}", "path": f"depth{i}.png", "captions": {"en": [text]}})
+    manifest = folder / "train.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
 def imu_recipe(anchor: Path, manifest: Path, out: Path, **train: Any) -> dict[str, Any]:
     """A recipe dict for a fast CPU run of the IMU plugin (override ``train`` keys as needed)."""
     settings: dict[str, Any] = {

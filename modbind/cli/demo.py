@@ -16,15 +16,17 @@ import click
               help="Where the world and the demo anchors are cached (default: the user cache dir, "
                    "or $MODBIND_CACHE_DIR).")
 def demo(seed: int, quick: bool, out_dir: Path, cache_dir: Path | None) -> None:
-    """Show emergent alignment on a built-in synthetic world of 16 sound concepts.
+    """Show emergent alignment on a built-in synthetic world of 16 concepts.
 
     \b
-    1. generate the world: audio clips, pictures and captions in en/pt/de/ru (cached);
+    1. generate the world: audio clips, pictures, depth maps and captions in en/pt/de/ru (cached);
     2. train a tiny open_clip anchor on picture-caption pairs in all four languages, and a control
        anchor on English only (cached);
-    3. align a tiny BEATs to each anchor with `modbind align`, on English captions only;
-    4. evaluate audio->text, zero-shot per language and audio->image against chance, an untrained
-       encoder and the English-only-anchor control; print the table and write the report.
+    3. align a tiny BEATs and, separately, a small depth CNN to each anchor with `modbind align`, on
+       English captions only, and bundle the two exports;
+    4. evaluate audio->text, zero-shot per language (audio and depth), audio->image and audio<->depth
+       against chance, untrained encoders and the English-only-anchor control; print the table and
+       write the report.
     """
     from modbind.demo.run import run_demo
 

@@ -22,15 +22,18 @@ from modbind.cli.options import allow_absolute_option
 def embed(arguments: tuple[Path, ...], out: Path, kind: str, texts: tuple[str, ...], allow_absolute_paths: bool,
           untrained: bool,
           plugin_name: str | None, plugin_options: tuple[str, ...], anchor: str | None, anchor_pretrained: str | None,
-          seed: int, batch_size: int, device: str, cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
+          seed: int, modality: str | None, batch_size: int, device: str, cache_dir: Path | None, no_cache: bool,
+          no_progress: bool) -> None:
     """Embed INPUTS (files, folders or a manifest .jsonl) with MODEL; L2-normalised, one id per row.
 
     MODEL (an exported folder) comes first; with --untrained or --anchor there is no MODEL and every
     argument is an input.
+    MODEL may be a bundle: each file goes to the modality its extension belongs to (--modality to choose).
 
     \b
     Examples:
       modbind embed runs/x/export clips/ --out clips.safetensors
+      modbind embed my_bundle clips/ depth_maps/ --out both.safetensors
       modbind embed runs/x/export test.jsonl --kind text --out captions.npy
       modbind embed runs/x/export photo.png --text "a dog barks" --out mixed.safetensors
       modbind embed --untrained --plugin audio_beats clip.wav --out control.safetensors
@@ -44,9 +47,10 @@ def embed(arguments: tuple[Path, ...], out: Path, kind: str, texts: tuple[str, .
     if not inputs and not texts:
         raise ConfigError("nothing to embed: give files, folders, a manifest or --text")
     embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,
-                                       seed, batch_size, device, cache_dir, no_cache, no_progress)
-    extensions = tuple(embedder.model.plugin.file_extensions) if embedder.model is not None else ()
-    collection = collect(inputs, texts, extensions, kind=kind, allow_absolute_paths=allow_absolute_paths)
+                                    seed, modality, batch_size, device, cache_dir, no_cache, no_progress)
+    extensions = {m: tuple(member.plugin.file_extensions) for m, member in embedder.models.items()}
+    collection = collect(inputs, texts, extensions, kind=kind, modality=modality,
+                         allow_absolute_paths=allow_absolute_paths)
     embeddings, embedded, skipped = embed_collection(embedder, collection)
     meta = {"model": info.get("path"), "anchor_identity": info.get("card", {}).get("anchor_identity"),
             "dim": int(embeddings.shape[1]), "normalised": "l2"}

@@ -19,7 +19,8 @@ def split_languages(text: str | None) -> list[str] | None:
 def model_options(func):  # type: ignore[no-untyped-def]
     """Options shared with ``modbind embed``: how to get the model and where to cache frozen embeddings."""
     decorators = [
-        click.option("--untrained", is_flag=True, help="Evaluate a freshly initialised encoder (chance-level control)."),
+        click.option("--untrained", is_flag=True, help="Use freshly initialised encoders (chance-level control): "
+                     "MODEL's plugins, options and anchor when MODEL is given, else --plugin's."),
         click.option("--plugin", "plugin_name", metavar="NAME", help="Encoder plugin for --untrained."),
         click.option("--plugin-option", "plugin_options", multiple=True, metavar="KEY=VALUE",
                      help="Plugin option for --untrained (repeatable), e.g. size=tiny."),
@@ -27,6 +28,8 @@ def model_options(func):  # type: ignore[no-untyped-def]
                      "(open_clip name, hf-hub:..., local-dir:PATH)."),
         click.option("--anchor-pretrained", metavar="TAG", help="open_clip pretrained tag for --anchor."),
         click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed for --untrained."),
+        click.option("--modality", metavar="NAME", help="Which modality of a bundle MODEL the items are (default: "
+                     "the only one; embed: by file extension)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
         click.option("--device", default="cpu", show_default=True),
         click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache of frozen-tower embeddings "
@@ -40,7 +43,7 @@ def model_options(func):  # type: ignore[no-untyped-def]
 
 
 def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, anchor_pretrained, seed,  # type: ignore[no-untyped-def]
-                   batch_size, device, cache_dir, no_cache, no_progress):
+                   modality, batch_size, device, cache_dir, no_cache, no_progress):
     """The embedder and the report's model record, from the shared options."""
     from modbind.eval.embedder import Embedder, default_cache_dir
     from modbind.eval.models import resolve_model
@@ -54,6 +57,8 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
     )
     cache = None if no_cache else (cache_dir or default_cache_dir())
     embedder = Embedder(model, anchor=loaded_anchor, batch_size=batch_size, progress=not no_progress, cache_dir=cache)
+    if modality is not None:
+        embedder.model_for(modality)  # an unknown modality fails before any work, naming the model's
     return embedder, info
 
 
@@ -79,10 +84,10 @@ def build_embedder(model_path, untrained, plugin_name, plugin_options, anchor, a
 def eval_command(model: Path | None, task_name: str | None, data: Path | None, root: Path | None, languages: str | None,
                  task_options: tuple[str, ...], suite: Path | None, data_root: Path | None, label: str | None, out: Path,
                  tie_policy: str | None, allow_absolute_paths: bool, untrained: bool, plugin_name: str | None,
-                 plugin_options: tuple[str, ...],
-                 anchor: str | None, anchor_pretrained: str | None, seed: int, batch_size: int, device: str,
-                 cache_dir: Path | None, no_cache: bool, no_progress: bool) -> None:
-    """Evaluate MODEL (an exported folder) and write report.json, report.md and plots/ to --out.
+                 plugin_options: tuple[str, ...], anchor: str | None, anchor_pretrained: str | None, seed: int,
+                 modality: str | None, batch_size: int, device: str, cache_dir: Path | None, no_cache: bool,
+                 no_progress: bool) -> None:
+    """Evaluate MODEL (an exported folder or a bundle) and write report.json, report.md and plots/ to --out.
 
     \b
     Examples:
@@ -90,6 +95,8 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
       modbind eval runs/x/export --task multilingual --data test.jsonl --languages en,pt,de
       modbind eval runs/x/export --task zeroshot --data esc50.jsonl -o template='This is a sound of {}.'
       modbind eval runs/x/export --task emergent --data vggsound_test.jsonl -o match=labels
+      modbind eval my_bundle --modality audio --task emergent --data test.jsonl -o pair=depth
+      modbind eval my_bundle --untrained --task emergent --data test.jsonl -o pair=depth
       modbind eval --untrained --plugin audio_beats --plugin-option size=tiny --task retrieval --data test.jsonl
       modbind eval runs/x/export --suite paper --data-root /data/manifests --out reports/x
     """
@@ -116,9 +123,9 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     tasks = get_registry().eval_tasks
     check_suite_tasks(plan, tasks, suite or "--task")
     embedder, info = build_embedder(model, untrained, plugin_name, plugin_options, anchor, anchor_pretrained,
-                                    seed, batch_size, device, cache_dir, no_cache, no_progress)
+                                    seed, modality, batch_size, device, cache_dir, no_cache, no_progress)
     results, written = evaluate(embedder, plan, out, tasks, model_info=info, tie_policy=tie_policy,
-                                languages=split_languages(languages),
+                                languages=split_languages(languages), modality=modality,
                                 settings={"device": device, "suite": str(suite) if suite else None})
     for result in results:
         click.echo(f"[{result.label}]")

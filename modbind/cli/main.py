@@ -37,11 +37,12 @@ def cli() -> None:
       modbind align --plugin audio_beats --recipe beats_basic
       modbind eval runs/beats_basic/export --suite paper --data-root data
       modbind embed runs/beats_basic/export clips/ --out embeddings.safetensors
+      modbind bundle create runs/bundle runs/audio/export runs/depth/export   # one space, two modalities
     """
 
 
 def _add_commands() -> None:
-    from modbind.cli import align, checkpoints, data, demo, embed, evaluate, plugins, recipe
+    from modbind.cli import align, bundle, checkpoints, data, demo, embed, evaluate, plugins, recipe
 
     cli.add_command(plugins.plugins)
     cli.add_command(checkpoints.checkpoints)
@@ -49,6 +50,7 @@ def _add_commands() -> None:
     cli.add_command(align.align)
     cli.add_command(evaluate.eval_command)
     cli.add_command(embed.embed)
+    cli.add_command(bundle.bundle)
     cli.add_command(data.data)
     cli.add_command(demo.demo)
 

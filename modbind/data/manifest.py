@@ -10,6 +10,11 @@ Example line::
 ``path`` (and ``image``) are relative to the manifest's data root: the root given with it, by default the
 manifest's own folder. They may not leave it (see :mod:`modbind.data.paths`). ``captions`` and ``labels`` are keyed
 by language code; ``labels[lang][i]`` translates ``labels["en"][i]``.
+
+One entry may carry the same moment in several modalities: ``items`` names the file of each other
+modality (``"items": {"depth": "depth/x.png"}``), so one manifest serves every encoder of a bundle and
+``modbind eval --task emergent -o pair=depth`` can pair them. An encoder reads ``items[its modality]``
+when present, else ``path``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ManifestEntry(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     _source: str | None = PrivateAttr(default=None)
     """``manifest.jsonl:12`` for an entry read from a manifest (None when built in memory)."""
+    items: dict[str, str] = Field(default_factory=dict)
+    """The same entry in other modalities: file per modality name, relative to the root like ``path``."""
 
     @field_validator("id", "path")
     @classmethod
@@ -60,6 +67,20 @@ class ManifestEntry(BaseModel):
     def where(self) -> str:
         """Where this entry came from, for error messages: its manifest line, else its id."""
         return self._source or f"entry '{self.id}'"
+
+    @field_validator("items")
+    @classmethod
+    def _no_empty_item(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [modality for modality, path in value.items() if not path.strip()]
+        if empty:
+            raise ValueError(f"the {empty[0]} item must not be empty")
+        return value
+
+    def item_path(self, modality: str | None = None) -> str:
+        """The file of this entry's ``modality`` item: ``items[modality]`` when given, else ``path``."""
+        if modality is not None and modality in self.items:
+            return self.items[modality]
+        return self.path
 
     def captions_in(self, language: str) -> list[str]:
         """Non-empty captions in ``language`` (empty list when the language is absent)."""

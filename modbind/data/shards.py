@@ -158,7 +158,8 @@ def pack_shards(
     """
     root = Path(root)
     entries = list(entries)
-    paths = [str(resolve_under(root, e.path, where=e.where(), allow_absolute=allow_absolute_paths)) for e in entries]
+    paths = [str(resolve_under(root, e.item_path(plugin.modality), where=e.where(), allow_absolute=allow_absolute_paths))
+             for e in entries]
     ids = hashlib.sha256("\n".join(e.id for e in entries).encode("utf-8")).hexdigest()[:16]
     samples = zip(entries, paths)
     identity = {"entries": len(entries), "entry_ids_sha256": ids}
@@ -209,7 +210,8 @@ def pack_samples(
                     entry = entries[index]
                     bar.update(1)
                     if packed is None:
-                        report.skipped.append({"id": entry.id, "path": entry.path, "error": error})
+                        report.skipped.append({"id": entry.id, "path": entry.item_path(plugin.modality),
+                                               "error": error})
                         continue
                     if writer.add(entry, packed):  # a shard is complete: samples < index + 1
                         _write_progress(out_dir, settings, index + 1, writer.key, report)

@@ -166,6 +166,7 @@ def _init_worker(ticks: Any, threads: int, log_file: Path | None, preload: tuple
     import torch
 
     torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what `align` reads for its own thread choice
     for module in preload:  # already imported where a fork server preloaded them
         importlib.import_module(module)
 

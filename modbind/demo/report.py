@@ -108,7 +108,7 @@ def _plot(rows: Sequence[Row], path: Path) -> None:
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("modbind demo: audio aligned on English captions only")
+    ax.set_title("modbind demo: audio and depth, each aligned on its own to English captions only")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -1,8 +1,9 @@
 """The demo's measurements on the world's test split: the ``modbind eval`` suite plus two-concept zero-shot.
 
-Many test clips show the same concepts and templated captions repeat, so "the right answer" is defined
-by the *concept set* (the suite's ``match: labels``): a retrieved caption or picture is a hit when it
-describes/shows exactly the clip's concepts. Chance levels come from the same relevance masks
+Each condition is a bundle of an audio and a depth model. Many test clips show the same concepts and
+templated captions repeat, so "the right answer" is defined by the *concept set* (the suite's
+``match: labels``): a retrieved caption, picture or depth map is a hit when it describes/shows exactly
+the clip's concepts. Chance levels come from the same relevance masks
 (:func:`modbind.eval.metrics.chance_recall`).
 """
 
@@ -22,6 +23,9 @@ from modbind.eval import chance_recall, relevance_from_groups
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+MODALITIES: tuple[str, ...] = ("audio", "depth")
+"""What the demo aligns, each on its own; a condition's bundle holds one model of each."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,9 @@ class EvalSet:
     def all(self) -> list[ManifestEntry]:
         return self.single + self.scenes
 
-    def audio_paths(self, entries: Sequence[ManifestEntry]) -> list[Path]:
-        return [self.world.root / e.path for e in entries]
+    def paths(self, entries: Sequence[ManifestEntry], modality: str) -> list[Path]:
+        """Each entry's ``modality`` file (``items[modality]``, else ``path``)."""
+        return [self.world.root / e.item_path(modality) for e in entries]
 
 
 def concept_set(entry: ManifestEntry) -> frozenset[str]:
@@ -90,30 +95,44 @@ def measures(tests: EvalSet, languages: Sequence[str]) -> list[Measure]:
         Measure("a2i_r10", "audio→image R@10 (same concept set)", "emergent audio→image",
                 chance_recall(len(clips), image_relevant, 10)),
     ]
+    for lang in languages:
+        result.append(Measure(f"depth_zs_single_{lang}", f"depth zero-shot top-1, one concept ({lang})",
+                              "depth: zero-shot, one concept", 100.0 / n_classes))
+    for key, direction in (("a2d", "audio→depth"), ("d2a", "depth→audio")):
+        for k in (1, 10):
+            result.append(Measure(f"{key}_r{k}", f"{direction} R@{k} (same concept set)",
+                                  "emergent audio↔depth (never trained together)",
+                                  chance_recall(len(clips), image_relevant, k)))
     return result
 
 
 def demo_suite(world: WorldPaths, languages: Sequence[str]) -> Any:
-    """The ``modbind eval`` suite the demo runs: retrieval, zero-shot and emergent audio→image.
+    """The ``modbind eval`` suite the demo runs on a bundle of audio and depth models.
 
-    Retrieval and audio→image match on the concept set (``match: labels``); zero-shot uses the world's
+    Audio: retrieval, zero-shot and emergent audio→image; depth: zero-shot; both: emergent audio↔depth.
+    Retrieval and emergent tasks match on the concept set (``match: labels``); zero-shot uses the world's
     class file (labels and prompt per language).
     """
     from modbind import Suite, SuiteTask
 
+    classes = {"classes": str(world.classes)}
     return Suite(name="modbind demo", tasks=[
-        SuiteTask(task="retrieval", data=world.test, name="audio→text (en)", languages=["en"],
+        SuiteTask(task="retrieval", data=world.test, name="audio→text (en)", languages=["en"], modality="audio",
                   options={"match": "labels"}),
         SuiteTask(task="zeroshot", data=world.test_single, name="zero-shot, one concept", languages=list(languages),
-                  options={"classes": str(world.classes)}),
-        SuiteTask(task="emergent", data=world.test, name="audio→image", options={"match": "labels"}),
+                  modality="audio", options=classes),
+        SuiteTask(task="emergent", data=world.test, name="audio→image", modality="audio", options={"match": "labels"}),
+        SuiteTask(task="zeroshot", data=world.test_single, name="depth zero-shot, one concept",
+                  languages=list(languages), modality="depth", options=classes),
+        SuiteTask(task="emergent", data=world.test, name="audio↔depth", modality="audio",
+                  options={"match": "labels", "pair": "depth"}),
     ])
 
 
 def evaluate_model(model: Any, tests: EvalSet, languages: Sequence[str], *, report_dir: Path,
                    cache_dir: Path | None = None, progress: bool = False, model_path: Path | None = None
                    ) -> dict[str, float]:
-    """Every measure for one aligned (or untrained) model, via the evaluation suite (percent).
+    """Every measure for one condition's bundle (audio + depth, aligned or untrained), via the suite (percent).
 
     The suite's own report (JSON, Markdown, plots) goes to ``report_dir``. Two-concept zero-shot is
     scored here on the suite's embeddings: the suite's zero-shot task is single-label by definition.
@@ -123,14 +142,18 @@ def evaluate_model(model: Any, tests: EvalSet, languages: Sequence[str], *, repo
     suite = demo_suite(tests.world, languages)
     evaluation = modbind.evaluate(model, suite, report_dir, cache_dir=cache_dir, progress=progress,
                                   model_path=model_path)
-    retrieval, zeroshot, emergent = evaluation.results
-    a2t = _row(retrieval.rows, language="en", direction=f"{model.plugin.modality}→text")
-    a2i = _row(emergent.rows, direction=f"{model.plugin.modality}→image")
-    values = {"a2t_r1_en": a2t["R@1"], "a2t_r10_en": a2t["R@10"], "a2i_r1": a2i["R@1"], "a2i_r10": a2i["R@10"]}
+    retrieval, zeroshot, emergent, depth_zeroshot, audio_depth = evaluation.results
+    a2t = _row(retrieval.rows, language="en", direction="audio→text")
+    a2i = _row(emergent.rows, direction="audio→image")
+    a2d = _row(audio_depth.rows, direction="audio→depth")
+    d2a = _row(audio_depth.rows, direction="depth→audio")
+    values = {"a2t_r1_en": a2t["R@1"], "a2t_r10_en": a2t["R@10"], "a2i_r1": a2i["R@1"], "a2i_r10": a2i["R@10"],
+              "a2d_r1": a2d["R@1"], "a2d_r10": a2d["R@10"], "d2a_r1": d2a["R@1"], "d2a_r10": d2a["R@10"]}
     for lang in languages:
         values[f"zs_single_{lang}"] = _row(zeroshot.rows, language=lang)["top-1"]
+        values[f"depth_zs_single_{lang}"] = _row(depth_zeroshot.rows, language=lang)["top-1"]
     if tests.scenes:
-        scenes = model.encode(tests.audio_paths(tests.scenes), batch_size=64)
+        scenes = model.encode(tests.paths(tests.scenes, "audio"), modality="audio", batch_size=64)
         values.update(pair_zero_shot(scenes.numpy(), tests.scenes, tests.world, model.encode_text, languages))
     return values
 

@@ -1,4 +1,5 @@
-"""The demo world on disk: audio (16 kHz wav), pictures (png) and manifests, deterministic given a seed.
+"""The demo world on disk: audio (16 kHz wav), pictures (png), depth maps (16-bit png) and manifests,
+deterministic given a seed.
 
 Also the test-data factory of the suite: ``generate_world(tmp_path, n_concepts=4, n_per_concept=2, ...)``
 writes a tiny world with real files in well under two seconds.
@@ -9,7 +10,11 @@ Layout::
     out_dir/classes.json         concept names, per-language labels and zero-shot prompts
     out_dir/train.jsonl          one-concept clips and two-concept scenes, captions in every language
     out_dir/test.jsonl           test_single.jsonl + test_scenes.jsonl
-    out_dir/audio/<id>.wav, out_dir/images/<id>.png
+    out_dir/audio/<id>.wav, out_dir/images/<id>.png, out_dir/depth/<id>.png
+
+Every entry is one moment in three modalities: ``path`` is its clip, ``image`` its picture and
+``items.depth`` its depth map (millimetres, the ``depth_conv`` plugin's format), so the audio and the
+depth encoder train from the same manifest and a bundle of both pairs them for audio↔depth retrieval.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from modbind import ManifestEntry, write_manifest
 from modbind.atomic import atomic_path, write_json_atomic
 from modbind.demo.captions import PROMPTS, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES, Concept
+from modbind.demo.depth import as_png, depth_scene
 from modbind.demo.markers import read_marker
 from modbind.demo.picture import draw_scene
 from modbind.demo.sound import SAMPLE_RATE, render_scene
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 """Bump when the generator's output changes, so cached worlds and anchors are rebuilt."""
 
 SOURCE = "modbind-demo"
@@ -54,6 +60,7 @@ class WorldSpec:
     duration: tuple[float, float] = (1.0, 4.0)
     """Range of clip lengths in seconds."""
     image_size: int = 32
+    """Side of the pictures and depth maps in pixels."""
     captions_per_item: int = 3
     languages: tuple[str, ...] = LANGUAGES
     version: int = WORLD_VERSION
@@ -125,6 +132,7 @@ def generate_world(
         return _paths(out_dir, spec, existing.get("counts", {}))
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "depth").mkdir(parents=True, exist_ok=True)
     concepts = spec.concepts()
     items = _plan(spec)
     entries: dict[str, list[ManifestEntry]] = {"train": [], "test_single": [], "test_scenes": []}
@@ -178,15 +186,21 @@ def _write_item(root: Path, spec: WorldSpec, concepts: Sequence[Concept], item: 
     seconds = float(rng.uniform(*spec.duration))
     audio = render_scene([c.sound for c in shown], seconds, rng)
     picture = draw_scene([c.picture for c in shown], rng, size=spec.image_size)
+    # Depth draws from a stream of its own, so adding it left every clip, picture and caption as it was.
+    depth = depth_scene([(c.picture.shape, c.depth) for c in shown],
+                        np.random.default_rng([spec.seed, split_code, item.index, 1]), size=spec.image_size)
     item_id = f"{item.split}-{item.index:05d}"
     audio_path = f"audio/{item_id}.wav"
     image_path = f"images/{item_id}.png"
+    depth_path = f"depth/{item_id}.png"
     _atomic_wav(root / audio_path, audio)
     _atomic_png(root / image_path, picture)
+    _atomic_png(root / depth_path, as_png(depth))
     captions = {lang: describe(shown, lang, rng, spec.captions_per_item) for lang in spec.languages}
     labels = {lang: [c.words[lang].label for c in shown] for lang in spec.languages}
     return ManifestEntry(
-        id=item_id, path=audio_path, image=image_path, captions=captions, labels=labels, split=item.split,
+        id=item_id, path=audio_path, image=image_path, items={"depth": depth_path}, captions=captions, labels=labels,
+        split=item.split,
         source=SOURCE, duration=round(len(audio) / SAMPLE_RATE, 4), sample_rate=SAMPLE_RATE,
         meta={"concepts": [c.name for c in shown]},
     )

@@ -47,6 +47,8 @@ class EvalContext:
     """Name of this evaluation in the report (default: the task name and manifest file name)."""
     allow_absolute_paths: bool = False
     """Accept absolute item/image paths (refused by default); relative ones never leave ``root``."""
+    modality: str | None = None
+    """Which modality of a bundle the items are; None: the model's only one (see :meth:`item_modality`)."""
 
     @classmethod
     def from_manifest(cls, embedder: Embedder, manifest: Path, root: Path | None = None, **kwargs: Any) -> "EvalContext":
@@ -71,9 +73,19 @@ class EvalContext:
                              allow_absolute=self.allow_absolute_paths,
                              how_to_allow=f"{ALLOW_ABSOLUTE_FLAG} (in a suite: allow_absolute_paths: true on the task)")
 
-    def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult) -> tuple[Tensor, list[ManifestEntry]]:
-        """Model embeddings of the entries whose item decodes; the others are excluded and counted."""
-        embeddings, kept, failures = self.embedder.items([self.resolve(e.path, e.where()) for e in entries])
+    def item_modality(self, besides: str | None = None) -> str:
+        """The modality of the items: the task's choice, else the model's only one other than ``besides``."""
+        return self.modality or self.embedder.default_modality(besides)
+
+    def item_embeddings(self, entries: Sequence[ManifestEntry], result: TaskResult,
+                        modality: str | None = None) -> tuple[Tensor, list[ManifestEntry]]:
+        """Model embeddings of the entries whose ``modality`` item decodes; the others are excluded and counted.
+
+        An entry's item is ``items[modality]`` when the manifest names one, else its ``path``.
+        """
+        modality = modality or self.item_modality()
+        paths = [self.resolve(e.item_path(modality), e.where()) for e in entries]
+        embeddings, kept, failures = self.embedder.items(paths, modality)
         if failures:
             result.exclude(
                 "unreadable_item",
@@ -117,3 +129,10 @@ def crop_policy(model: Any | None) -> str:
     if model is None:
         return "no modality encoder (anchor only)"
     return model.plugin.eval_policy(model.options)
+
+
+def crop_policy_of(context: EvalContext, modality: str | None = None) -> str:
+    """:func:`crop_policy` of the model that encodes the context's (or the given) modality."""
+    if context.embedder.model is None:
+        return crop_policy(None)
+    return crop_policy(context.embedder.model_for(modality or context.item_modality()))

@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from modbind.cache import cache_root
-from modbind.errors import ModbindError, exception_reason
+from modbind.errors import ConfigError, ModbindError, exception_reason
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DECODE_ERRORS = (ModbindError, OSError, ValueError, RuntimeError, EOFError)
@@ -56,7 +56,8 @@ def load_image(path: Path) -> Any:
 class Embedder:
     """Embeds items with the aligned model and texts/images with its frozen anchor, with caches.
 
-    ``model`` may be None for anchor-only baselines; then ``anchor`` must be given.
+    ``model`` is an aligned model or a bundle of several (one per modality, ``members``); it may be None
+    for anchor-only baselines, and then ``anchor`` must be given.
     """
 
     def __init__(
@@ -71,11 +72,13 @@ class Embedder:
         if model is None and anchor is None:
             raise ModbindError("evaluation needs a model or, for anchor baselines, an anchor (--anchor)")
         self.model = model
+        self.models: dict[str, Any] = models_by_modality(model)
+        """The model that encodes each modality (one entry unless ``model`` is a bundle)."""
         self._anchor = anchor
         self.batch_size = batch_size
         self.progress = progress
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._items: dict[str, Tensor] = {}
+        self._items: dict[tuple[str, str], Tensor] = {}
         self._texts: dict[str, Tensor] = {}
         self._images: Any | None = None
         self._image_memory: dict[bytes, Tensor] = {}
@@ -88,8 +91,30 @@ class Embedder:
         return self._anchor
 
     @property
+    def modalities(self) -> list[str]:
+        return list(self.models)
+
+    @property
     def modality(self) -> str:
-        return self.require_model().plugin.modality
+        """The model's modality (for a bundle: its only one, else an error asking to choose)."""
+        return self.default_modality()
+
+    def default_modality(self, besides: str | None = None) -> str:
+        """The modality items are read as when a task names none: the only one (other than ``besides``)."""
+        self.require_model()
+        candidates = [m for m in self.models if m != besides]
+        if len(candidates) != 1:
+            raise ConfigError(f"the model encodes {', '.join(self.models)}: choose which modality the items are "
+                              "(--modality NAME, or 'modality:' in a suite task)")
+        return candidates[0]
+
+    def model_for(self, modality: str | None = None) -> Any:
+        """The aligned model that encodes ``modality`` (default: :meth:`default_modality`)."""
+        self.require_model()
+        modality = modality or self.default_modality()
+        if modality not in self.models:
+            raise ConfigError(f"the model encodes {', '.join(self.models)}, not '{modality}'")
+        return self.models[modality]
 
     def require_model(self) -> Any:
         if self.model is None:
@@ -98,12 +123,14 @@ class Embedder:
 
     # --------------------------------------------------------------------------------------- items
 
-    def items(self, paths: Sequence[Path]) -> tuple[Tensor, list[int], list[Failure]]:
-        """Embeddings of the readable items among ``paths``, their indices, and the unreadable ones."""
-        model = self.require_model()
-        todo = [i for i, p in enumerate(paths) if str(p) not in self._items]
+    def items(self, paths: Sequence[Path], modality: str | None = None) -> tuple[Tensor, list[int], list[Failure]]:
+        """Embeddings of the readable ``modality`` items among ``paths``, their indices, and the unreadable ones."""
+        model = self.model_for(modality)
+        modality = model.plugin.modality
+        key_of = [(modality, str(p)) for p in paths]
+        todo = [i for i, key in enumerate(key_of) if key not in self._items]
         failures: dict[int, Failure] = {}
-        with tqdm(total=len(todo), desc=f"embedding {model.plugin.modality}", unit="item",
+        with tqdm(total=len(todo), desc=f"embedding {modality}", unit="item",
                   disable=not self.progress or not todo) as bar:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
@@ -111,17 +138,17 @@ class Embedder:
                 for index in chunk:
                     try:
                         decoded.append(model.plugin.load_item(Path(paths[index]), model.options))
-                        keys.append(str(paths[index]))
+                        keys.append(key_of[index])
                     except DECODE_ERRORS as err:
                         failures[index] = Failure(str(paths[index]), _reason(err))
                 if decoded:
-                    self._encode_items(model, decoded, keys, failures, {str(paths[i]): i for i in chunk})
+                    self._encode_items(model, decoded, keys, failures, {key_of[i]: i for i in chunk})
                 bar.update(len(chunk))
-        kept = [i for i in range(len(paths)) if i not in failures and str(paths[i]) in self._items]
-        return self._stack([self._items[str(paths[i])] for i in kept]), kept, list(failures.values())
+        kept = [i for i in range(len(paths)) if i not in failures and key_of[i] in self._items]
+        return self._stack([self._items[key_of[i]] for i in kept]), kept, list(failures.values())
 
-    def _encode_items(self, model: Any, decoded: list[Any], keys: list[str], failures: dict[int, Failure],
-                      index_of: dict[str, int]) -> None:
+    def _encode_items(self, model: Any, decoded: list[Any], keys: list[tuple[str, str]],
+                      failures: dict[int, Failure], index_of: dict[tuple[str, str], int]) -> None:
         """Encode a batch; if one item breaks preprocessing, retry one by one so only that item is lost."""
         try:
             self._items.update(zip(keys, model.encode(decoded, batch_size=self.batch_size)))
@@ -132,7 +159,7 @@ class Embedder:
             try:
                 self._items[key] = model.encode([item], batch_size=1)[0]
             except DECODE_ERRORS as err:
-                failures[index_of[key]] = Failure(key, _reason(err))
+                failures[index_of[key]] = Failure(key[1], _reason(err))
 
     # --------------------------------------------------------------------------------------- texts
 
@@ -206,6 +233,14 @@ class Embedder:
             return torch.stack(rows).float()
         dim = self.model.dim if self.model is not None else self.anchor.dim
         return torch.empty(0, dim)
+
+
+def models_by_modality(model: Any | None) -> dict[str, Any]:
+    """``{modality: model}``: a bundle's members, or the one model under its modality (empty for None)."""
+    if model is None:
+        return {}
+    members = getattr(model, "members", None)
+    return dict(members) if members is not None else {model.plugin.modality: model}
 
 
 def _reason(err: BaseException) -> str:

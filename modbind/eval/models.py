@@ -1,4 +1,4 @@
-"""Which model an evaluation or embedding run uses: an exported one, an untrained control, or the anchor alone."""
+"""Which model an evaluation or embedding run uses: an export or a bundle, an untrained control, or the anchor alone."""
 
 from __future__ import annotations
 
@@ -31,15 +31,24 @@ def resolve_model(
     device: str = "cpu",
     seed: int = 0,
 ) -> tuple[Any | None, Any | None, dict[str, Any]]:
-    """(aligned model or None, anchor or None, what to record about it in a report).
+    """(aligned model or bundle, or None; anchor or None; what to record about it in a report).
 
-    ``registry`` supplies the plugins an exported card or ``--plugin`` names, and anchor providers.
+    ``path`` is an export or a bundle folder. ``untrained`` with a ``path`` builds its chance-level
+    control: the same plugins, options and anchor with seeded random weights (for a bundle, every
+    member). ``registry`` supplies the plugins a card or ``--plugin`` names, and anchor providers.
     """
+    if untrained and path is not None:
+        if plugin or plugin_options or anchor:
+            raise ConfigError("--untrained with a MODEL copies the plugins, options and anchor of its card(s); "
+                              "drop --plugin/--plugin-option/--anchor (or the MODEL folder)")
+        from modbind.model import untrained_like
+
+        model = untrained_like([path], registry, seed=seed, device=device)
+        return model, None, {"path": None, "untrained": True, "untrained_like": str(path), "seed": seed,
+                             "card": model.card}
     if untrained:
-        if path is not None:
-            raise ConfigError("--untrained builds a fresh encoder: pass --plugin (and --anchor), not a MODEL folder")
         if not plugin:
-            raise ConfigError("--untrained needs --plugin NAME (see `modbind plugins`)")
+            raise ConfigError("--untrained needs --plugin NAME (see `modbind plugins`) or a MODEL folder to copy")
         from modbind.model import build_aligned_model
 
         config = anchor_config(anchor, anchor_pretrained) if anchor else AnchorConfig()
@@ -51,9 +60,12 @@ def resolve_model(
         if plugin or plugin_options or anchor:
             raise ConfigError("--plugin/--plugin-option/--anchor only apply with --untrained or without a MODEL; "
                               "an exported MODEL uses the plugin and anchor named in its card.json")
-        from modbind.model import load_aligned_model
+        from modbind.model import is_bundle, load_aligned_model, load_bundle
 
-        model = load_aligned_model(path, registry, device=device)
+        if is_bundle(path):
+            model = load_bundle([path], registry, device=device)
+        else:
+            model = load_aligned_model(path, registry, device=device)
         return model, None, {"path": str(path), "untrained": False, "card": model.card}
     if anchor:
         from modbind.anchor import load_anchor
@@ -62,4 +74,5 @@ def resolve_model(
         loaded = load_anchor(config, registry.anchor_provider(config.model), device=device)
         return None, loaded, {"path": None, "untrained": False, "anchor_only": True,
                               "card": {"anchor_identity": loaded.identity}}
-    raise ConfigError("give an exported MODEL folder, --untrained --plugin NAME, or --anchor for anchor-only baselines")
+    raise ConfigError("give an exported MODEL (or bundle) folder, --untrained --plugin NAME, or --anchor for "
+                      "anchor-only baselines")

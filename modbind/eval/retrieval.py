@@ -14,7 +14,7 @@ from torch import Tensor
 
 from modbind.contracts import EvalTask
 from modbind.data.manifest import ManifestEntry
-from modbind.eval.context import EvalContext, TaskOptions, crop_policy
+from modbind.eval.context import EvalContext, TaskOptions, crop_policy_of
 from modbind.eval.metrics import RetrievalMetrics, bidirectional_retrieval, chance_recall, relevance_from_groups, relevance_from_index
 from modbind.eval.result import TaskResult
 
@@ -66,7 +66,7 @@ def embed_side(context: EvalContext, entries: Sequence[ManifestEntry], tower: st
         embeddings, kept = context.image_embeddings(entries, result)
         return embeddings, kept, "image"
     embeddings, kept = context.item_embeddings(entries, result)
-    return embeddings, kept, context.embedder.modality
+    return embeddings, kept, context.item_modality()
 
 
 def similarity(left: Tensor, right: Tensor) -> np.ndarray:
@@ -137,7 +137,7 @@ def run_retrieval(context: EvalContext, opts: RetrievalOptions, *, task: str, la
         "caption_rule": CAPTION_RULE,
         "captions_per_language": caption_counts,
         "match": "same item id" if opts.match == "id" else f"same set of '{opts.label_language}' labels",
-        "crop_policy": crop_policy(context.embedder.model) if opts.tower == "model" else "anchor image transform",
+        "crop_policy": crop_policy_of(context) if opts.tower == "model" else "anchor image transform",
         "units": "R@k and mAP@10 in percent; ranks 1-based; median rank = floor(np.median(rank0)) + 1",
     }
     return result

@@ -14,6 +14,10 @@ A suite file::
       - task: multilingual
         data: audiocaps/test.jsonl
         languages: [en, pt, de]
+      - task: emergent             # a bundle's two modalities: audio items against depth items
+        data: world/test.jsonl
+        modality: audio
+        options: {pair: depth, match: labels}
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class SuiteTask(BaseModel):
     name: str | None = None
     """Label in the report (default: task name + manifest file name)."""
     languages: list[str] | None = None
+    modality: str | None = None
+    """Which modality of a bundle the task's items are (default: the model's only one)."""
     options: dict[str, Any] = Field(default_factory=dict)
     allow_absolute_paths: bool = False
     """Accept absolute item/image paths in this task's manifest (refused by default)."""
@@ -106,13 +112,17 @@ def suite_path(path: Path | str, folder: Path, data_root: Path) -> Path:
 
 
 def run_task(embedder: Embedder, spec: SuiteTask, tasks: TaskLookup, *, tie_policy: str = DEFAULT_TIE_POLICY,
-             languages: list[str] | None = None) -> TaskResult:
-    """Run one task on one manifest; ``tasks`` looks up the task by name (the registry's eval tasks)."""
+             languages: list[str] | None = None, modality: str | None = None) -> TaskResult:
+    """Run one task on one manifest; ``tasks`` looks up the task by name (the registry's eval tasks).
+
+    ``languages`` and ``modality`` apply where the task names none.
+    """
     task = tasks.get(spec.task)
     context = EvalContext.from_manifest(
         embedder, spec.data, spec.root, languages=spec.languages or languages,
         tie_policy=check_tie_policy(tie_policy), label=spec.name or f"{spec.task}: {Path(spec.data).name}",
         allow_absolute_paths=spec.allow_absolute_paths,
+        modality=spec.modality or modality,
     )
     result = task.run(context, **spec.options)
     if not isinstance(result, TaskResult):
@@ -121,11 +131,11 @@ def run_task(embedder: Embedder, spec: SuiteTask, tasks: TaskLookup, *, tie_poli
 
 
 def run_suite(embedder: Embedder, suite: Suite, tasks: TaskLookup, *, tie_policy: str | None = None,
-              languages: list[str] | None = None) -> list[TaskResult]:
+              languages: list[str] | None = None, modality: str | None = None) -> list[TaskResult]:
     """Every task of the suite in order, sharing the embedder (so items are embedded once)."""
     policy = tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY
-    return [run_task(embedder, spec, tasks, tie_policy=policy, languages=languages or suite.languages)
-            for spec in suite.tasks]
+    return [run_task(embedder, spec, tasks, tie_policy=policy, languages=languages or suite.languages,
+                     modality=modality) for spec in suite.tasks]
 
 
 def check_suite_tasks(suite: Suite, tasks: TaskLookup, where: Path | str) -> None:
@@ -150,13 +160,15 @@ def evaluate(
     model_info: dict[str, Any],
     tie_policy: str | None = None,
     languages: list[str] | None = None,
+    modality: str | None = None,
     settings: dict[str, Any] | None = None,
 ) -> tuple[list[TaskResult], dict[str, Path]]:
     """Run a suite and write its report (what ``modbind eval`` and post-training evaluation call)."""
     from modbind.eval.report import build_report, write_report
 
-    results = run_suite(embedder, suite, tasks, tie_policy=tie_policy, languages=languages)
+    results = run_suite(embedder, suite, tasks, tie_policy=tie_policy, languages=languages, modality=modality)
     recorded = {"tie_policy": tie_policy or suite.tie_policy or DEFAULT_TIE_POLICY, "languages": languages,
+                "modality": modality,
                 "batch_size": embedder.batch_size, "cache_dir": str(embedder.cache_dir) if embedder.cache_dir else None,
                 **(settings or {})}
     written = write_report(out_dir, results, build_report(results, model=model_info, settings=recorded))

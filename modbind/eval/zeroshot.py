@@ -22,7 +22,7 @@ from pydantic import field_validator
 from modbind.contracts import EvalTask
 from modbind.data.manifest import ManifestEntry
 from modbind.errors import ConfigError, DataError
-from modbind.eval.context import EvalContext, TaskOptions, crop_policy
+from modbind.eval.context import EvalContext, TaskOptions, crop_policy_of
 from modbind.eval.metrics import ClassificationMetrics, classification_metrics
 from modbind.eval.result import TaskResult
 from modbind.eval.retrieval import embed_side, similarity
@@ -192,8 +192,9 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
     index_of = {name: i for i, name in enumerate(classes)}
     truth = np.array([index_of[single_label(e, lang0)] for e in kept])
     with_folds = all(e.fold is not None for e in kept)
-    builtin = IMAGE_TEMPLATES if opts.tower == "image" else context.embedder.require_model().plugin.zeroshot_templates
-    noun = "pictures" if opts.tower == "image" else context.embedder.require_model().plugin.item_noun
+    plugin = None if opts.tower == "image" else context.embedder.model_for(context.item_modality()).plugin
+    builtin = IMAGE_TEMPLATES if plugin is None else plugin.zeroshot_templates
+    noun = "pictures" if plugin is None else plugin.item_noun
     used_templates: dict[str, list[str]] = {}
     used_names: dict[str, list[str | None]] = {}
     for language in languages:
@@ -249,7 +250,7 @@ def run_zeroshot(context: EvalContext, opts: ZeroShotOptions, *, task: str, lang
         "class_file": class_file["path"] if class_file else None,
         "folds": sorted({str(e.fold) for e in kept}) if with_folds else None,
         "fold_rule": "top-k per fold, then the mean of per-fold values (WavCaps); pooled over all items as well",
-        "crop_policy": crop_policy(context.embedder.model) if opts.tower == "model" else "anchor image transform",
+        "crop_policy": crop_policy_of(context) if opts.tower == "model" else "anchor image transform",
         "units": "accuracy in percent; ties in top-k broken towards the lower class index",
     }
     return result

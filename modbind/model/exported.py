@@ -107,6 +107,14 @@ class AlignedModel:
             self._anchor = anchor
         return self._anchor
 
+    def use_anchor(self, anchor: Any) -> None:
+        """Share an anchor loaded elsewhere (a bundle's); it must be the one this model was aligned to."""
+        expected = self.anchor_identity
+        if expected and anchor.identity != expected:
+            raise CheckpointError(f"this {self.modality} model was aligned to '{expected}', not to the anchor "
+                                  f"'{anchor.identity}' it was handed")
+        self._anchor = anchor
+
     @torch.inference_mode()
     def encode(self, items: Sequence[Any], batch_size: int = 32, progress: bool = False, **hints: Any) -> Tensor:
         """L2-normalised embeddings (N, dim) on CPU, using the plugin's deterministic evaluation policy.

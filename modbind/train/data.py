@@ -88,12 +88,13 @@ class TrainBatch:
         return TrainBatch(pinned, self.captions, self.ids, self.skipped, self.repaired, self.positions)
 
 
-def read_sources(sources: Sequence[DataSource], language: str, section: str = "data.train") -> list[SourceExamples]:
+def read_sources(sources: Sequence[DataSource], language: str, modality: str | None = None, *,
+                 section: str = "data.train") -> list[SourceExamples]:
     """Read every manifest; items without a caption in ``language`` are left out (and counted).
 
-    A path that leaves its source's root (or an absolute one the source does not allow) fails the whole
-    run here, before training starts: it is a defect of the manifest (or an attack), not an unreadable
-    file to skip and count.
+    Each entry's item is its ``modality`` file (``items[modality]``, else ``path``). A path that leaves its
+    source's root (or an absolute one the source does not allow) fails the whole run here, before training
+    starts: it is a defect of the manifest (or an attack), not an unreadable file to skip and count.
     """
     if not sources:
         raise ConfigError(f"{section} is empty: add at least one manifest, e.g. "
@@ -108,7 +109,8 @@ def read_sources(sources: Sequence[DataSource], language: str, section: str = "d
         root = Path(source.root) if source.root is not None else manifest.parent
         examples, without = [], 0
         for entry in iter_manifest(manifest):
-            path = resolve_under(root, entry.path, where=entry.where(), allow_absolute=source.allow_absolute_paths,
+            path = resolve_under(root, entry.item_path(modality), where=entry.where(),
+                                 allow_absolute=source.allow_absolute_paths,
                                  how_to_allow=f"{section}[{index}].allow_absolute_paths: true")
             captions = entry.captions_in(language)
             if not captions:

@@ -1,7 +1,8 @@
 """Which parameters train: full fine-tune, the top-k encoder layers, or LoRA adapters (via peft).
 
-The head and the temperature always train. Freezing is explicit (``requires_grad``) and reported as
-counts so a recipe that silently trains nothing, or everything, is visible in the run log.
+The head always trains, the temperature unless ``train.learn_logit_scale`` is off. Freezing is explicit
+(``requires_grad``) and reported as counts so a recipe that silently trains nothing, or everything, is
+visible in the run log.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def apply_finetune(
     else:  # pragma: no cover - the recipe schema rules this out
         raise ConfigError(f"train.finetune: unknown mode '{train.finetune}'")
     model.head.requires_grad_(True)
-    model.log_logit_scale.requires_grad_(True)
+    model.log_logit_scale.requires_grad_(train.learn_logit_scale)
     if options.gradient_checkpointing:
         encoder.set_gradient_checkpointing(True)
     return TrainableSummary(

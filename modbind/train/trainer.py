@@ -134,8 +134,9 @@ def run_alignment(
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out to start a new one")
     saved_train = _check_same_recipe(out / RECIPE_FILE, resolved, extend=extend) if resume else {}
     # manifests and lengths are checked before DeepSpeed starts: a bad one fails fast and leaves nothing behind
-    sources = read_sources(recipe.data.train, recipe.data.caption_language)
-    val_sources = read_sources(recipe.data.val, recipe.data.caption_language, "data.val") if recipe.data.val else []
+    language, modality = recipe.data.caption_language, resolved.plugin.modality
+    sources = read_sources(recipe.data.train, language, modality)
+    val_sources = read_sources(recipe.data.val, language, modality, section="data.val") if recipe.data.val else []
     steps_per_epoch = sum(len(source.examples) for source in sources) // train.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"the training data has {sum(len(s.examples) for s in sources)} items, fewer than "
@@ -187,7 +188,8 @@ def _train_and_export(resolved: ResolvedRecipe, plan: _Plan, rank: int, world: i
     fingerprint = anchor.fingerprint() if anchor is not None else None
 
     torch.manual_seed(train.seed)
-    model = AlignedEncoder(plugin.build_encoder(options), dim, head=train.head, logit_scale=logit_scale)
+    model = AlignedEncoder(plugin.build_encoder(options), dim, head=train.head,
+                           logit_scale=train.logit_scale or logit_scale)
     summary = apply_finetune(model, plugin, options, train)
     dataset = AlignmentDataset(sources, plugin, options, seed=train.seed)
     val_dataset = AlignmentDataset(val_sources, plugin, options, seed=train.seed, train=False) if val_sources else None
