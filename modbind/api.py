@@ -22,21 +22,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from modbind.train.trainer import RunResult, StepReport
 
 
-def load(path: str | Path | Sequence[str | Path], *more: str | Path,
-         device: str = "cpu") -> AlignedModel | AlignedBundle:
+def load(path: str | Path | Sequence[str | Path], *more: str | Path, device: str = "cpu",
+         anchor: AnchorConfig | str | None = None) -> AlignedModel | AlignedBundle:
     """Load an exported, aligned model folder (weights + card) for embedding and evaluation.
 
     Several exports (or a bundle folder, see ``modbind bundle create``) that share an anchor load as one
     :class:`modbind.AlignedBundle`, which encodes each of their modalities plus text and images. The
-    cards' plugins and anchor provider come from the installed plugins.
+    cards' plugins and anchor provider come from the installed plugins. ``anchor`` (a config or a model
+    string such as ``local-dir:/new/place``) loads the anchor from elsewhere than the card says, e.g. after
+    its folder moved; it must be the same anchor (same identity).
     """
+    from modbind.config import anchor_config
     from modbind.model import is_bundle, load_aligned_model, load_bundle
     from modbind.plugins import get_registry
 
+    config = anchor_config(anchor) if isinstance(anchor, str) else anchor
     paths = [*(path if isinstance(path, (list, tuple)) else [path]), *more]
     if len(paths) == 1 and not is_bundle(paths[0]):
-        return load_aligned_model(paths[0], get_registry(), device=device)
-    return load_bundle(paths, get_registry(), device=device)
+        return load_aligned_model(paths[0], get_registry(), device=device, anchor=config)
+    return load_bundle(paths, get_registry(), device=device, anchor=config)
 
 
 def load_anchor(config: AnchorConfig | Mapping[str, Any], device: str | None = None) -> Anchor:

@@ -38,6 +38,14 @@ class AnchorConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
+def anchor_config(model: str, pretrained: str | None = None) -> AnchorConfig:
+    """An anchor given as a model string (``--anchor``): an open_clip name takes the default tag unless one is
+    given; ``local-dir:``/``hf-hub:`` take no tag, but a weights file in ``pretrained`` overrides theirs."""
+    if model.startswith(("local-dir:", "hf-hub:")):
+        return AnchorConfig(model=model, pretrained=pretrained)
+    return AnchorConfig(model=model, pretrained=pretrained or AnchorConfig().pretrained)
+
+
 class PluginConfig(Section):
     """Which modality encoder plugin to align and its options (validated by the plugin's own model)."""
 

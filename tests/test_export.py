@@ -151,3 +151,17 @@ def test_the_card_names_the_anchor_weights_actually_loaded(world, imu_plugin, tm
     weights = str(world["anchor"] / "open_clip_model.safetensors")  # a weights file does override the folder's
     overridden = modbind.untrained("imu_conv", {"window": 32}, AnchorConfig(model=tagged.model, pretrained=weights))
     assert overridden.card["anchor"]["pretrained"] == weights
+
+
+def test_an_anchor_that_moved_is_found_with_the_anchor_option(world, imu_plugin, tmp_path) -> None:
+    """The card names the anchor's old folder; the identity (a content hash) still ties the model to it."""
+    import shutil
+
+    out = modbind.untrained("imu_conv", {"window": 32}, anchor_config(world), seed=2).save(tmp_path / "export")
+    expected = modbind.load(out).encode_text(["dog cat bird"])
+    moved = shutil.copytree(world["anchor"], tmp_path / "moved-anchor")
+    loaded = modbind.load(out, anchor=f"local-dir:{moved}")
+    torch.testing.assert_close(loaded.encode_text(["dog cat bird"]), expected)
+    other = build_separating_anchor(tmp_path / "other-anchor", captions(12, seed=5))
+    with pytest.raises(CheckpointError, match=r"other-anchor is 'sha256:.*' but this model was aligned to"):
+        _ = modbind.load(out, anchor=f"local-dir:{other}").anchor

@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modbind.config import AnchorConfig
+from modbind.config import AnchorConfig, anchor_config
 from modbind.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from modbind.plugins import Registry
-
-
-def anchor_config(model: str, pretrained: str | None = None) -> AnchorConfig:
-    """``--anchor`` as a config: ``local-dir:``/``hf-hub:`` models take no pretrained tag."""
-    if model.startswith(("local-dir:", "hf-hub:")):
-        return AnchorConfig(model=model, pretrained=None)
-    return AnchorConfig(model=model, pretrained=pretrained or AnchorConfig().pretrained)
 
 
 def resolve_model(
@@ -57,15 +50,16 @@ def resolve_model(
                                     registry.anchor_provider(config.model), seed=seed, device=device)
         return model, None, {"path": None, "untrained": True, "seed": seed, "card": model.card}
     if path is not None:
-        if plugin or plugin_options or anchor:
-            raise ConfigError("--plugin/--plugin-option/--anchor only apply with --untrained or without a MODEL; "
-                              "an exported MODEL uses the plugin and anchor named in its card.json")
+        if plugin or plugin_options:
+            raise ConfigError("--plugin/--plugin-option only apply with --untrained or without a MODEL; an exported "
+                              "MODEL uses the plugins named in its card.json")
         from modbind.model import is_bundle, load_aligned_model, load_bundle
 
+        moved = anchor_config(anchor, anchor_pretrained) if anchor else None  # the card's anchor, found elsewhere
         if is_bundle(path):
-            model = load_bundle([path], registry, device=device)
+            model = load_bundle([path], registry, device=device, anchor=moved)
         else:
-            model = load_aligned_model(path, registry, device=device)
+            model = load_aligned_model(path, registry, device=device, anchor=moved)
         return model, None, {"path": str(path), "untrained": False, "card": model.card}
     if anchor:
         from modbind.anchor import load_anchor

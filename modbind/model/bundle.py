@@ -192,10 +192,13 @@ def read_cards(paths: Sequence[Path | str]) -> list[tuple[Path, dict[str, Any]]]
     return cards
 
 
-def load_bundle(paths: Sequence[Path | str], registry: Registry, device: str = "cpu") -> AlignedBundle:
-    """One :class:`AlignedBundle` from exports and bundle folders that share an anchor."""
+def load_bundle(paths: Sequence[Path | str], registry: Registry, device: str = "cpu",
+                anchor: AnchorConfig | None = None) -> AlignedBundle:
+    """One :class:`AlignedBundle` from exports and bundle folders that share an anchor (``anchor``: load it
+    from there instead of the cards' config)."""
     folders = [folder for folder, _ in read_cards(paths)]
-    return AlignedBundle([load_aligned_model(f, registry, device=device) for f in folders], [str(f) for f in folders])
+    return AlignedBundle([load_aligned_model(f, registry, device=device, anchor=anchor) for f in folders],
+                         [str(f) for f in folders])
 
 
 def untrained_like(paths: Sequence[Path | str], registry: Registry, *, seed: int = 0,

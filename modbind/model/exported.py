@@ -48,8 +48,11 @@ class AlignedModel:
         *,
         anchor: Any | None = None,
         anchor_provider: AnchorProvider | None = None,
+        anchor_config: AnchorConfig | None = None,
         device: str = "cpu",
     ):
+        """``anchor_config`` loads the anchor from elsewhere than the card says (e.g. its folder moved); the
+        anchor found there must still have the identity the model was aligned to."""
         self.plugin = plugin
         self.options = options
         self.model = model.to(device).eval()
@@ -57,6 +60,7 @@ class AlignedModel:
         self.device = torch.device(device)
         self._anchor = anchor
         self._anchor_provider = anchor_provider
+        self._anchor_config = anchor_config or AnchorConfig.model_validate(card["anchor"])
 
     def __getattr__(self, name: str) -> Any:
         plugin = self.__dict__.get("plugin")
@@ -96,13 +100,13 @@ class AlignedModel:
 
             if self._anchor_provider is None:
                 raise CheckpointError("this model was built without an anchor provider; load it with modbind.load")
-            config = AnchorConfig.model_validate(self.card["anchor"])
-            anchor = load_anchor(config, self._anchor_provider, device=str(self.device))
+            anchor = load_anchor(self._anchor_config, self._anchor_provider, device=str(self.device))
             expected = self.anchor_identity
             if expected and anchor.identity != expected:
                 raise CheckpointError(
-                    f"the anchor loaded from the card's config is '{anchor.identity}' but this model was aligned "
-                    f"to '{expected}'; point the card's anchor at the original weights"
+                    f"the anchor loaded from {self._anchor_config.model} is '{anchor.identity}' but this model was "
+                    f"aligned to '{expected}'; load it with the original anchor (modbind.load(path, anchor=...), "
+                    "or --anchor on the command line)"
                 )
             self._anchor = anchor
         return self._anchor
@@ -199,11 +203,12 @@ def build_aligned_model(
                         device=device)
 
 
-def load_aligned_model(path: Path | str, registry: Registry, device: str = "cpu") -> AlignedModel:
+def load_aligned_model(path: Path | str, registry: Registry, device: str = "cpu",
+                       anchor: AnchorConfig | None = None) -> AlignedModel:
     """Rebuild an exported model from its folder (``card.json`` + ``model.safetensors``).
 
     ``registry`` supplies the card's plugin and the provider of its anchor (``modbind.load`` passes the
-    installed plugins).
+    installed plugins); ``anchor`` replaces the card's anchor config (same identity required).
     """
     directory = Path(path)
     card = read_card(directory)
@@ -215,8 +220,9 @@ def load_aligned_model(path: Path | str, registry: Registry, device: str = "cpu"
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{weights_path}: cannot read the exported weights ({err}); re-export the model") from None
     model = _rebuild(plugin, options, card, state, directory)
-    provider = registry.anchor_provider(AnchorConfig.model_validate(card["anchor"]).model)
-    return AlignedModel(plugin, options, model, card, anchor_provider=provider, device=device)
+    config = anchor or AnchorConfig.model_validate(card["anchor"])
+    return AlignedModel(plugin, options, model, card, anchor_provider=registry.anchor_provider(config.model),
+                        anchor_config=config, device=device)
 
 
 def _rebuild(plugin: EncoderPlugin[Any], options: EncoderOptions, card: dict[str, Any], state: dict[str, Tensor],
