@@ -142,6 +142,34 @@ def test_gradient_checkpointing_gives_the_same_gradients(plugin):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_layerdrop_compiles_to_one_graph_that_skips_like_eager(plugin):
+    """Released checkpoints train with layerdrop 0.05. A branch on the draw inside the layer loop sent the
+    whole compiled forward back to eager and recompiled on every step seed; now the draw happens before the
+    forward and the compiled graph selects each layer's result, with the same outputs and gradients."""
+    options = plugin.options({"size": "tiny", "layerdrop": 0.5, "clip_seconds": 1.0,
+                              "config": {"encoder_layers": 4, "dropout": 0.0, "attention_dropout": 0.0,
+                                         "activation_dropout": 0.0}})
+    torch.manual_seed(0)
+    encoder = plugin.build_encoder(options).train()
+    features = plugin.featurize({"waveform": torch.randn(2, 16000) * 0.1}, options)
+    compiled = torch.compile(encoder, backend="eager", fullgraph=True)  # fullgraph: a graph break fails
+    patterns = set()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seed in range(6):
+            encoder.set_step_seed(seed)
+            patterns.add(tuple(encoder.encoder.kept_layers.tolist()))
+            grads = []
+            for model in (encoder, compiled):
+                encoder.zero_grad()
+                out = model(features).pooled
+                out.square().sum().backward()
+                grads.append({n: p.grad if p.grad is not None else torch.zeros_like(p)
+                              for n, p in encoder.named_parameters()})
+                grads[-1]["output"] = out.detach()
+            torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert len(patterns) > 1  # the seeds really chose different layers to skip
+
+
 @pytest.fixture
 def flex_calls(monkeypatch) -> list[str]:
     """Records each FlexAttention call, so a test knows the flex path ran rather than SDPA."""

@@ -189,9 +189,10 @@ class BeatsTransformer(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.dropout = nn.Dropout(config.dropout)
         self.layerdrop = config.encoder_layerdrop
-        self.step_seed: int | None = None
-        """Seeds which layers layerdrop skips in the next training forward (see ``set_step_seed``); None: torch's
-        global generator, as the official code."""
+        self.kept_layers: Tensor | None = None
+        """Which layers the next training forward runs (bool per layer, on the CPU), drawn by
+        :meth:`draw_layerdrop`; None: each training forward draws from torch's global generator, as the
+        official code does."""
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.gradient_checkpointing = False
         self.attention: AttentionChoice = "auto"
@@ -208,19 +209,37 @@ class BeatsTransformer(nn.Module):
         kernel = resolve_kernel(self.attention, x.device, self.training and self.attention_dropout > 0)
         inputs = AttentionInputs.build(kernel, self.position_bias(x.shape[1], x.device), padding_mask)
         outputs = []
-        drops = torch.Generator().manual_seed(self.step_seed) if self.step_seed is not None else None
-        for layer in self.layers:
+        kept = self._kept_layers() if self.training and self.layerdrop > 0 else None
+        for index, layer in enumerate(self.layers):
             if self.gradient_decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, self.gradient_decay)
-            if not self.training or float(torch.rand((), generator=drops)) > self.layerdrop:
-                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    x = checkpoint(layer, x, inputs, use_reentrant=False)
-                else:
-                    x = layer(x, inputs)
+            if kept is None:
+                x = self._run_layer(layer, x, inputs)
+            elif torch.compiler.is_compiling():
+                # a branch on the draw would break the graph in this loop, which sends the whole forward back
+                # to eager; selecting the result keeps one graph (the skipped layer's weights get zero grads)
+                x = torch.where(kept[index].to(x.device), self._run_layer(layer, x, inputs), x)
+            elif kept[index]:
+                x = self._run_layer(layer, x, inputs)
             outputs.append(x)
         if self.layer_norm_first:
             outputs[-1] = self.layer_norm(outputs[-1])
         return outputs
+
+    def draw_layerdrop(self, seed: int) -> None:
+        """Draw which layers the next training forward skips from ``seed``, outside any compiled region."""
+        draws = torch.rand(len(self.layers), generator=torch.Generator().manual_seed(seed))
+        self.kept_layers = draws > self.layerdrop
+
+    def _kept_layers(self) -> Tensor:
+        if self.kept_layers is not None:
+            return self.kept_layers
+        return torch.rand(len(self.layers)) > self.layerdrop
+
+    def _run_layer(self, layer: nn.Module, x: Tensor, inputs: AttentionInputs) -> Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, x, inputs, use_reentrant=False)
+        return layer(x, inputs)
 
     def position_bias(self, length: int, device: torch.device) -> Tensor | None:
         """(heads, length, length) relative-position bias from the shared bucket embedding."""
@@ -310,7 +329,7 @@ class BeatsEncoder(ModalityEncoder):
 
     def set_step_seed(self, seed: int) -> None:
         """Layerdrop skips the same layers on every rank: the whole batch shares the choice, drawn from ``seed``."""
-        self.encoder.step_seed = seed
+        self.encoder.draw_layerdrop(seed)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.encoder.gradient_checkpointing = enabled
