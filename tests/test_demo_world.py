@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import pytest
 import soundfile
 from PIL import Image
 
-from modbind.data.manifest import read_manifest
+from modbind.data.manifest import ManifestEntry, read_manifest
 from modbind.demo.captions import PAIR_TEMPLATES, PROMPTS, all_template_texts, describe
 from modbind.demo.concepts import CONCEPTS, LANGUAGES
 from modbind.demo.depth import RELIEFS
-from modbind.demo.world import generate_world
+from modbind.demo.world import WorldPaths, generate_world
 
 TINY = dict(n_concepts=4, n_per_concept=2, n_scenes=3, n_test_per_concept=1, n_test_scenes=2, duration=(1.0, 1.5))
 
@@ -98,23 +99,31 @@ def _depth_histogram(path: Path) -> np.ndarray:
     return np.histogram(near, bins=24, range=(0.4, 4.6))[0] / max(len(near), 1)
 
 
-def test_depth_maps_separate_concepts_despite_nuisance(tmp_path: Path) -> None:
-    world = generate_world(tmp_path / "w", seed=0, n_concepts=16, n_per_concept=5, n_scenes=0,
-                           n_test_per_concept=2, n_test_scenes=0, duration=(1.0, 1.0), captions_per_item=1,
-                           languages=("en",))
+def _small_world(root: Path, duration: tuple[float, float]) -> WorldPaths:
+    """16 concepts, 5 training and 2 test items each, single concepts, English only."""
+    return generate_world(root, seed=0, n_concepts=16, n_per_concept=5, n_scenes=0, n_test_per_concept=2,
+                          n_test_scenes=0, duration=duration, captions_per_item=1, languages=("en",))
 
-    def features(path: Path):
+
+def _nearest_centroid_accuracy(world: WorldPaths, features: Callable[[ManifestEntry], np.ndarray]) -> float:
+    """Test-set accuracy of the nearest class centroid of hand-made ``features(entry)`` of the training items."""
+    def table(path: Path) -> tuple[np.ndarray, np.ndarray]:
         entries = read_manifest(path)
-        x = np.stack([_depth_histogram(world.root / e.items["depth"]) for e in entries])
-        return x, np.array([e.labels["en"][0] for e in entries])
+        return np.stack([features(e) for e in entries]), np.array([e.labels["en"][0] for e in entries])
 
-    train_x, train_y = features(world.train)
-    test_x, test_y = features(world.test_single)
+    train_x, train_y = table(world.train)
+    test_x, test_y = table(world.test_single)
     classes = sorted(set(train_y))
     centroids = np.stack([train_x[train_y == c].mean(0) for c in classes])
     predicted = np.array(classes)[np.argmin(((test_x[:, None] - centroids[None]) ** 2).sum(-1), axis=1)]
+    return float((predicted == test_y).mean())
+
+
+def test_depth_maps_separate_concepts_despite_nuisance(tmp_path: Path) -> None:
+    world = _small_world(tmp_path / "w", duration=(1.0, 1.0))
+    accuracy = _nearest_centroid_accuracy(world, lambda e: _depth_histogram(world.root / e.items["depth"]))
     # Distance and relief alone (a histogram knows no shape) already separate many concepts (chance 1/16) ...
-    assert float((predicted == test_y).mean()) >= 0.3
+    assert accuracy >= 0.3, accuracy
     # ... yet maps of one concept differ: its distance, the wall, and missing readings change every time.
     dog = [np.asarray(Image.open(world.root / e.items["depth"]), dtype=np.float32) for e in read_manifest(world.train)
            if e.labels["en"] == ["dog"]]
@@ -171,19 +180,9 @@ def _log_spectrum(samples: np.ndarray) -> np.ndarray:
 
 
 def test_sound_classes_are_learnable_despite_nuisance(tmp_path: Path) -> None:
-    world = generate_world(tmp_path / "w", seed=0, n_concepts=16, n_per_concept=5, n_scenes=0,
-                           n_test_per_concept=2, n_test_scenes=0, duration=(1.0, 1.5), captions_per_item=1,
-                           languages=("en",))
-    def features(path: Path):
-        entries = read_manifest(path)
-        x = np.stack([_log_spectrum(soundfile.read(world.root / e.path, dtype="float32")[0]) for e in entries])
-        return x, np.array([e.labels["en"][0] for e in entries])
-    train_x, train_y = features(world.train)
-    test_x, test_y = features(world.test_single)
-    classes = sorted(set(train_y))
-    centroids = np.stack([train_x[train_y == c].mean(0) for c in classes])
-    predicted = np.array(classes)[np.argmin(((test_x[:, None] - centroids[None]) ** 2).sum(-1), axis=1)]
-    accuracy = float((predicted == test_y).mean())
+    world = _small_world(tmp_path / "w", duration=(1.0, 1.5))
+    accuracy = _nearest_centroid_accuracy(
+        world, lambda e: _log_spectrum(soundfile.read(world.root / e.path, dtype="float32")[0]))
     # A nearest-centroid rule on crude spectra separates most classes (chance is 1/16) ...
     assert accuracy >= 0.6, accuracy
     # ... but clips of one class still vary: gain and level differ from clip to clip.
