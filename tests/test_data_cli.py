@@ -140,6 +140,22 @@ def test_overlap_by_youtube_id_path_and_blacklist(audiocaps_test, tmp_path, data
     assert sorted(report["removed"]) == ["Y6BJ455B1aAs_0", "audioset_sl/Y7fmOlUlwoNg", "clean", "copy"]
 
 
+def test_overlap_finds_a_shared_file_of_any_modality(tmp_path):
+    """A training entry whose depth map is an evaluation entry's depth map overlaps, whatever its audio."""
+    evaluation = [ManifestEntry(id="e1", path="eval/1.wav", captions={"en": ["a"]}, items={"depth": "maps/1.png"}),
+                  ManifestEntry(id="e2", path="eval/2.wav", captions={"en": ["b"]}, items={"depth": "maps/2.png"})]
+    train = [ManifestEntry(id="t1", path="train/1.wav", captions={"en": ["c"]}, items={"depth": "maps/2.png"}),
+             ManifestEntry(id="t2", path="train/2.wav", captions={"en": ["d"]}, items={"depth": "maps/3.png"}),
+             ManifestEntry(id="t3", path="maps/1.png", captions={"en": ["e"]})]  # a depth-only manifest row
+    eval_path, train_path = tmp_path / "eval.jsonl", tmp_path / "train.jsonl"
+    write_manifest(evaluation, eval_path)
+    write_manifest(train, train_path)
+    report_file = tmp_path / "overlap.json"
+    result = invoke("data", "overlap", train_path, eval_path, "--report", report_file)
+    assert result.exit_code == 0, result.output
+    assert json.loads(report_file.read_text())["pairs"]["path"] == [["t1", "e2"], ["t3", "e1"]]
+
+
 class FixedScorer:
     """Scores are given per caption text; counts calls so resumption can be checked."""
 

@@ -120,7 +120,7 @@ def add_translations_command(manifest: Path, language: str, file: Path, out: Pat
               help="Write the overlapping pairs as JSON here.")
 def overlap_command(train: Path, evaluation: tuple[Path, ...], blacklists: tuple[Path, ...], out: Path | None,
                     report_file: Path | None) -> None:
-    """Report clips of TRAIN that are also in EVALUATION manifests (by id, audio path, YouTube/Freesound id)."""
+    """Report clips of TRAIN that are also in EVALUATION manifests (by id, any file, YouTube/Freesound id)."""
     from modbind.data.manifest import read_manifest, write_manifest
     from modbind.data.overlap import OverlapReport, find_overlap, load_blacklists
 

@@ -2,8 +2,8 @@
 
 A clip can reach both a training and an evaluation manifest under different ids (WavCaps' AudioSet_SL
 ``Y<ytid>.wav`` vs AudioCaps' ``<ytid>,<start>``; a Freesound recording in Clotho and in WavCaps), so
-clips are compared by id, by resolved audio path and by the source ids readers keep in ``meta``
-(``youtube_id``, ``freesound_id``).
+clips are compared by id, by the resolved path of each of their files (``path`` and every modality's
+``items`` file) and by the source ids readers keep in ``meta`` (``youtube_id``, ``freesound_id``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ class OverlapReport:
 def clip_keys(entry: ManifestEntry, root: Path) -> Iterator[tuple[str, str]]:
     """(kind, key) pairs that identify the clip behind ``entry``."""
     yield "id", entry.id
-    yield "path", os.path.realpath(Path(root) / entry.path)
+    for file in dict.fromkeys((entry.path, *entry.items.values())):  # a shared file of any modality counts
+        yield "path", os.path.realpath(Path(root) / file)
     for key in SOURCE_KEYS:
         value = entry.meta.get(key)
         if value not in (None, ""):
@@ -103,7 +104,7 @@ def clip_keys(entry: ManifestEntry, root: Path) -> Iterator[tuple[str, str]]:
 
 def find_overlap(train: Iterable[ManifestEntry], train_root: Path, evaluation: Iterable[ManifestEntry],
                  eval_root: Path) -> OverlapReport:
-    """Every train clip that is also an evaluation clip by id, audio path, YouTube id or Freesound id."""
+    """Every train clip that is also an evaluation clip by id, file path, YouTube id or Freesound id."""
     index: dict[tuple[str, str], list[str]] = {}
     for entry in evaluation:
         for key in clip_keys(entry, eval_root):
