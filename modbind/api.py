@@ -17,7 +17,7 @@ from modbind.config import AnchorConfig, Recipe
 if TYPE_CHECKING:  # pragma: no cover
     from modbind.anchor import Anchor
     from modbind.eval.result import TaskResult
-    from modbind.eval.suite import Suite
+    from modbind.suites import Suite
     from modbind.model import AlignedBundle, AlignedModel
     from modbind.train.trainer import RunResult, StepReport
 
@@ -111,7 +111,8 @@ def evaluate(model: AlignedModel | AlignedBundle, suite: Suite | str | Path, out
     ``data_root`` is what ``${DATA_ROOT}`` in the suite's paths stands for.
     """
     from modbind.eval.embedder import Embedder
-    from modbind.eval.suite import Suite, evaluate as run, load_suite
+    from modbind.eval.suite import evaluate as run
+    from modbind.suites import Suite, load_suite
     from modbind.plugins import get_registry
 
     plan = suite if isinstance(suite, Suite) else load_suite(suite, data_root)

@@ -236,7 +236,7 @@ def resolve_recipe(recipe: Recipe, registry: Registry) -> ResolvedRecipe:
     provider = registry.anchor_provider(recipe.anchor.model)
     for key, suite in (("eval.suite", recipe.eval.suite), ("eval.during_training_suite", recipe.eval.periodic_suite)):
         if suite is not None:
-            from modbind.eval.suite import check_suite_tasks, load_suite
+            from modbind.suites import check_suite_tasks, load_suite  # suites reads files through this module
 
             check_suite_tasks(load_suite(suite, recipe.eval.data_root), registry.eval_tasks, f"{key} {suite}")
     filled = recipe.model_copy(deep=True)

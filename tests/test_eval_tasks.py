@@ -26,9 +26,10 @@ from modbind.eval.embedder import Embedder
 from modbind.eval.emergent import EmergentTask
 from modbind.eval.multilingual import AnchorBaselineTask, MultilingualTask
 from modbind.eval.retrieval import RetrievalTask
-from modbind.eval.suite import evaluate_model, load_suite, run_suite
+from modbind.eval.suite import evaluate_model, run_suite
 from modbind.eval.zeroshot import ZeroShotTask
 from modbind.plugins import get_registry
+from modbind.suites import load_suite
 
 DIM = 16
 VOCAB = {"clip0": 0, "clip1": 1, "clip2": 2, "clip3": 3, "dog": 4, "cão": 4, "cat": 5, "gato": 5, "bird": 6}

@@ -51,6 +51,15 @@ def test_layers_import_downward_only_and_know_no_modality(layer: str, forbidden:
     assert offending(layer, forbidden) == {}
 
 
+def test_configuration_imports_no_runtime_layer() -> None:
+    """Recipes and suite files are checked before anything runs; reading them never pulls in train or eval."""
+    runtime = ("modbind.train", "modbind.eval", "modbind.model", "modbind.workflow", "modbind.api", "modbind.cli",
+               "modbind.demo", *AUDIO)
+    found = {name: sorted(n for n in imports_of(PACKAGE / name) if n.startswith(runtime))
+             for name in ("config.py", "recipes.py", "suites.py", "contracts.py")}
+    assert {name: bad for name, bad in found.items() if bad} == {}
+
+
 def test_the_core_never_imports_a_plugin() -> None:
     bad = {str(p.relative_to(PACKAGE.parent)): sorted(n for n in imports_of(p) if n.startswith("modbind_"))
            for p in PACKAGE.rglob("*.py")}

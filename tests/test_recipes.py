@@ -124,7 +124,7 @@ def test_show_prints_the_resolved_recipe_as_yaml(fresh_registry):
 
 
 def test_a_suite_with_a_duplicate_key_is_refused(tmp_path):
-    from modbind.eval.suite import load_suite
+    from modbind.suites import load_suite
 
     suite = tmp_path / "suite.yaml"
     suite.write_text("tasks:\n  - task: retrieval\n    data: a.jsonl\n    data: b.jsonl\n")
@@ -133,7 +133,7 @@ def test_a_suite_with_a_duplicate_key_is_refused(tmp_path):
 
 
 def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):
-    from modbind.eval.suite import load_suite
+    from modbind.suites import load_suite
     from modbind.plugins import get_registry
 
     suite = load_suite(REPO / "recipes" / "suites" / "paper.yaml")
@@ -144,7 +144,7 @@ def test_shipped_eval_suite_parses_with_registered_tasks(fresh_registry):
 
 
 def test_the_shipped_suite_reads_its_data_under_the_data_root_from_any_folder(fresh_registry, tmp_path, monkeypatch):
-    from modbind.eval.suite import load_suite
+    from modbind.suites import load_suite
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MODBIND_DATA_ROOT", raising=False)
@@ -248,7 +248,7 @@ def test_align_fails_on_bad_augmentation_params_before_any_heavy_set_up(fresh_re
 
 
 def test_shipped_recipes_and_suites_resolve_by_name_everywhere_a_file_is_taken(fresh_registry, tmp_path, monkeypatch):
-    from modbind.eval.suite import load_suite
+    from modbind.suites import load_suite
     from modbind.recipes import find_shipped
 
     monkeypatch.chdir(tmp_path)  # far from the repository's recipes/ folder

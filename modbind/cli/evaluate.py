@@ -102,7 +102,8 @@ def eval_command(model: Path | None, task_name: str | None, data: Path | None, r
     """
     from modbind.errors import ConfigError
     from modbind.eval.report import console_table
-    from modbind.eval.suite import Suite, SuiteTask, check_suite_tasks, evaluate, load_suite
+    from modbind.eval.suite import evaluate
+    from modbind.suites import Suite, SuiteTask, check_suite_tasks, load_suite
     from modbind.plugins import get_registry
     from modbind.recipes import apply_overrides
 

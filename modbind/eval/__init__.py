@@ -14,8 +14,8 @@ from modbind.lazy import lazy_exports
 _LAZY = {
     "Embedder": "modbind.eval.embedder",
     "TaskResult": "modbind.eval.result",
-    "Suite": "modbind.eval.suite",
-    "SuiteTask": "modbind.eval.suite",
+    "Suite": "modbind.suites",
+    "SuiteTask": "modbind.suites",
     "bidirectional_retrieval": "modbind.eval.metrics",
     "chance_recall": "modbind.eval.metrics",
     "classification_metrics": "modbind.eval.metrics",
