@@ -28,17 +28,17 @@ from modbind.errors import ConfigError
                    "data.caption_cache, else caption-cache/ beside output.dir).")
 @click.option("--language", "languages", multiple=True,
               help="Caption language(s) to embed (repeatable; 'all' for every language; default: the recipe's).")
-@click.option("--labels", is_flag=True, help="Also embed the class labels (for zero-shot evaluation prompts).")
 @click.option("--device", default=None, help="Device for the text tower (default: the recipe's anchor.device).")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--progress/--no-progress", default=True)
 def embed_text(manifests: tuple[Path, ...], recipe_file: Path | None, overrides: tuple[str, ...],
                anchor_model: str | None, pretrained: str | None, cache_dir: Path | None, languages: tuple[str, ...],
-               labels: bool, device: str | None, batch_size: int, progress: bool) -> None:
+               device: str | None, batch_size: int, progress: bool) -> None:
     """Embed every caption of MANIFESTS with the frozen text tower into the caption cache (resumable).
 
     Captions already cached are skipped without loading the anchor, so rerunning after an interruption
-    finishes the rest, and rerunning on a complete cache is instant.
+    finishes the rest, and rerunning on a complete cache is instant. Only training reads this cache;
+    `modbind eval` keeps its own cache of anchor embeddings (class prompts included; see its --cache-dir).
     """
     from modbind.anchor import CaptionCache, anchor_identity, load_anchor
     from modbind.data.manifest import iter_manifest
@@ -58,8 +58,6 @@ def embed_text(manifests: tuple[Path, ...], recipe_file: Path | None, overrides:
     for manifest in manifests:
         for entry in iter_manifest(manifest):
             texts.extend(_texts_of(entry.captions, wanted))
-            if labels:
-                texts.extend(_texts_of(entry.labels, wanted))
     distinct = list(dict.fromkeys(t for t in texts if t.strip()))
     if not distinct:
         raise ConfigError(
