@@ -4,7 +4,8 @@ Rows (``--rows``, default all; a row that needs a GPU prints "not measured" on a
 
 * steps     — BEATs step of the *floor* (encoder + head forward/backward, clipping, the engine's Adam, on
               pre-computed fbank and caption embeddings), the *trainer* (``TrainLoop.micro_step`` + engine
-              step: batched device fbank, SpecAugment, DeepSpeed, caption cache) and the *reference* loop
+              step + ``TrainLoop.checked_step``: batched device fbank, SpecAugment, DeepSpeed, caption cache,
+              the finiteness check) and the *reference* loop
               users write (text tower every step, per-clip fbank, plain torch Adam). Each variant is its own
               process; the driver asks them for one step each in turn (rotating the order every round), so
               slow phases of a shared machine hit all variants alike. Min / median / IQR per variant, ratios
@@ -326,8 +327,9 @@ def build_trainer(spec: dict[str, Any], device: torch.device) -> tuple[Callable[
     counter = iter(range(10**9))
 
     def step() -> None:
-        loop.micro_step(batch, 0, next(counter))
+        loss = loop.micro_step(batch, 0, next(counter))[0]
         engine.step()
+        loop.checked_step(loss)  # the loss, temperature and finiteness check: the step's one host sync
 
     def frontend() -> dict[str, float]:
         """Median seconds of the device front-end (featurize + augment) for this batch, synced."""
@@ -399,8 +401,9 @@ def build_data(spec: dict[str, Any], device: torch.device) -> tuple[Callable[[],
             batches = batches or iter(loader)  # the first wait includes starting the workers
             batch = next(batches)
             fetched = time.perf_counter()
-            loop.micro_step(batch, 0, index)  # returns the loss as a float: the step's one host sync
+            loss = loop.micro_step(batch, 0, index)[0]
             engine.step()
+            loop.checked_step(loss)  # the step's one host sync
             sync_for(device)()
             waits.append(fetched - before)
             steps_s.append(time.perf_counter() - fetched)

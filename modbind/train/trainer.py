@@ -255,6 +255,27 @@ def _train_and_export(resolved: ResolvedRecipe, plan: _Plan, rank: int, world: i
                      loop.total_skipped, history, exported)
 
 
+def read_step(loss: torch.Tensor, module: AlignedEncoder,
+              trained: list[torch.Tensor]) -> tuple[float, float, str | None]:
+    """The step's loss, ``module``'s temperature, and the name of a trained weight that is NaN or infinite
+    (None: all finite): the step's one host transfer while all is well.
+
+    The 2-norm of the trained weights (NaN or inf if any weight is) travels with the loss and the
+    temperature the step report needs anyway. It is one fused kernel per dtype/device group (what
+    ``clip_grad_norm_`` uses); on a CPU it reads BEATs-base in 34 ms where the max-norm took 250 ms. Finite
+    weights too large to square in float32 (|w| > 1e19) also give inf, so a weight-by-weight scan then names
+    the culprit, or finds none.
+    """
+    scale = module.logit_scale().detach().float().reshape(())
+    norm = torch.stack(torch._foreach_norm(trained, 2.0)).float().norm().to(scale.device)
+    loss_value, scale_value, norm_value = torch.stack([loss.detach().float().reshape(()).to(scale.device), scale,
+                                                       norm]).tolist()
+    if math.isfinite(norm_value):
+        return loss_value, scale_value, None
+    culprit = next((n for n, p in module.named_parameters() if p.requires_grad and not p.isfinite().all()), None)
+    return loss_value, scale_value, culprit
+
+
 class TrainLoop:
     """The epoch/step loop with its counters; split out so :func:`run_alignment` reads as the recipe."""
 
@@ -311,10 +332,10 @@ class TrainLoop:
                 step_samples += seen - skipped
                 if not self.engine.step():
                     continue
-                history.append(step_loss)
+                loss_value, scale = self.checked_step(step_loss)
+                history.append(loss_value)
                 window_samples += step_samples
-                report = StepReport(self.engine.global_step, epoch, step_loss, self.engine.lr, self._checked_step(),
-                                    step_samples)
+                report = StepReport(self.engine.global_step, epoch, loss_value, self.engine.lr, scale, step_samples)
                 step_loss, step_samples = 0.0, 0
                 elapsed = time.perf_counter() - window_start
                 rate = window_samples / elapsed if elapsed > 0 else 0.0
@@ -362,9 +383,9 @@ class TrainLoop:
                         f"{self.total_skipped} items drawn were skipped{shown}; nothing was trained and nothing is "
                         "exported. Check that the manifest's paths exist (data.train[].root)")
 
-    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[float, int, int, int]:
-        """Forward + backward of one micro-batch; returns the global loss and the global counts of items seen,
-        skipped (unreadable) and repaired."""
+    def micro_step(self, batch: TrainBatch, epoch: int, micro_index: int) -> tuple[torch.Tensor, int, int, int]:
+        """Forward + backward of one micro-batch; returns the global loss (on the device: :meth:`checked_step`
+        reads it) and the global counts of items seen, skipped (unreadable) and repaired."""
         seed = self.recipe.train.seed
         module = self.engine.module
         # dropout masks (LoRA, encoders) come from torch's generator, per rank on purpose: ranks sharing one
@@ -383,36 +404,29 @@ class TrainLoop:
             counts = torch.tensor([seen, skipped, repaired], dtype=torch.long, device=self.device)
             dist.all_reduce(counts)
             seen, skipped, repaired = counts.tolist()
-        value = float(loss.detach())
-        if not math.isfinite(value):  # the same global loss on every rank: all of them stop here
-            raise NonFiniteError(f"step {self.engine.global_step + 1}: the loss is {value}; training diverged "
-                                 f"({self._divergence_hint()}). The weights were not updated with it; "
-                                 f"{self._last_good_checkpoint()}")
-        return value, seen, skipped, repaired
+        return loss.detach(), seen, skipped, repaired
 
-    def _checked_step(self) -> float:
-        """After an optimizer step: the temperature, read together with proof that every trained weight is finite.
+    def checked_step(self, loss: torch.Tensor) -> tuple[float, float]:
+        """After an optimizer step: its loss (the micro-steps' mean) and the temperature, read in one host
+        transfer together with proof that the loss and every trained weight are finite.
 
-        One host transfer per step: the largest absolute trained weight (NaN or inf if any weight is) travels
-        with the temperature the step report needs anyway. A non-finite gradient makes Adam's update (and so
-        the weights) NaN, so this also catches gradients; ZeRO instead skips such an update, which the engine
-        reports. Either way the run stops before the next checkpoint, so the newest one stays good.
+        A non-finite gradient makes Adam's update (and so the weights) NaN, so this also catches gradients;
+        ZeRO instead skips such an update, which the engine reports. Either way the run stops before this
+        step's checkpoint, so the newest one stays good.
         """
         step = self.engine.global_step
+        loss_value, scale, name = read_step(loss, self.engine.module, self.trained)
+        if not math.isfinite(loss_value):  # the same global loss on every rank: all of them stop here
+            raise NonFiniteError(f"step {step}: the loss is {loss_value}; training diverged ({self._divergence_hint()}); "
+                                 f"{self._last_good_checkpoint()}")
         if self.engine.step_skipped and self.recipe.train.precision != "fp16":  # fp16 skips on loss-scale overflow
             raise NonFiniteError(f"step {step}: the gradient is NaN or infinite (the update was skipped); training "
                                  f"diverged ({self._divergence_hint()}); {self._last_good_checkpoint()}")
-        scale = self.engine.module.logit_scale().detach().float().reshape(())
-        # one fused kernel per dtype/device group (what clip_grad_norm_ uses), no per-tensor launches
-        largest = torch.stack(torch._foreach_norm(self.trained, math.inf)).float().amax()
-        scale_value, largest_value = torch.stack([scale, largest.to(scale.device)]).tolist()
-        if not math.isfinite(largest_value):
-            name = next((n for n, p in self.engine.module.named_parameters()
-                         if p.requires_grad and not p.isfinite().all()), "?")
+        if name is not None:
             raise NonFiniteError(f"step {step}: the update made parameter '{name}' NaN or infinite (a NaN/inf gradient "
                                  f"or a step too large for its dtype); training diverged ({self._divergence_hint()}); "
                                  f"{self._last_good_checkpoint()}")
-        return scale_value
+        return loss_value, scale
 
     def _divergence_hint(self) -> str:
         return f"e.g. train.optimizer.lr {self.recipe.train.optimizer.lr:g} is too high, or an input holds NaN/inf"
