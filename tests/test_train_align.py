@@ -217,6 +217,21 @@ def test_zero_stages_follow_the_same_trajectory_as_stage_0(world, imu_plugin, st
     np.testing.assert_allclose(sharded.history, plain.history, rtol=1e-4, atol=1e-5)
 
 
+def test_stage_0_clips_in_the_engine_exactly_as_deepspeed_does_under_zero_2(world, imu_plugin) -> None:
+    """Stage 0 clips with torch's fused clip_grad_norm_ in Engine.step; ZeRO 2 clips inside DeepSpeed. With a
+    clip that binds on every step the two agree, and both differ from the unclipped run."""
+    # Adam is nearly blind to a gradient's scale: only a clip that binds on some steps and not on others
+    # changes its path, so the clip sits between the gradient norms of the first steps
+    tight = {"grad_clip": 0.5, "warmup_steps": 0}
+    own = modbind.align(recipe_for(world, "clip-own", max_steps=6, optimizer=tight), progress=False)
+    inside = modbind.align(recipe_for(world, "clip-ds", max_steps=6, zero_stage=2, optimizer=tight), progress=False)
+    free = modbind.align(recipe_for(world, "clip-none", max_steps=6, optimizer={**tight, "grad_clip": None}),
+                         progress=False)
+    np.testing.assert_allclose(own.history, inside.history, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(own.history, free.history, rtol=1e-3, atol=1e-4), (own.history, free.history)
+    assert deepspeed_config(recipe_for(world, "x", optimizer=tight).train, 1, 4)["gradient_clipping"] == 0.0
+
+
 @pytest.mark.parametrize("stage", [0, 2])
 def test_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(world, imu_plugin, monkeypatch, stage) -> None:
     from safetensors.torch import load_file

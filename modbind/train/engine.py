@@ -126,7 +126,8 @@ def deepspeed_config(train: TrainConfig, world: int, total_steps: int, device_ty
                 "cos_min_ratio": opt.min_lr / opt.lr,
             },
         },
-        "gradient_clipping": opt.grad_clip or 0.0,
+        # ZeRO 1-2 and fp16 clip inside DeepSpeed's optimizer; stage 0 clips in Engine.step (own_clipping)
+        "gradient_clipping": 0.0 if own_clipping(train) else (opt.grad_clip or 0.0),
         "zero_optimization": {"stage": train.zero_stage},
         # bf16 = float32 weights, gradients and Adam state with the forward under torch.autocast. DeepSpeed's
         # own "bf16" mode keeps bf16 weights, accumulates gradients in bf16 without ZeRO, and checks every
@@ -137,6 +138,17 @@ def deepspeed_config(train: TrainConfig, world: int, total_steps: int, device_ty
         "wall_clock_breakdown": False,
     }
     return config
+
+
+def own_clipping(train: TrainConfig) -> bool:
+    """Whether :class:`Engine` clips the gradients itself: ZeRO stage 0 without fp16 loss scaling.
+
+    DeepSpeed's stage-0 clipping takes a norm and a multiply per tensor (about 500 kernel launches for
+    BEATs-base) plus a collective; ``torch.nn.utils.clip_grad_norm_`` does the same arithmetic (coefficient
+    max_norm / (norm + 1e-6), at most 1) in a few fused kernels. The gradients are already averaged over
+    the ranks by then, so every rank computes the same norm without communicating.
+    """
+    return bool(train.optimizer.grad_clip) and train.zero_stage == 0 and train.precision != "fp16"
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -185,6 +197,7 @@ class Engine:
             # still moves it; step() does that part, so that one rank updates exactly like several.
             self._engine.enable_backward_allreduce = False
             self._zero_unused_gradients = [p for group in groups for p in group["params"]]
+        self._clipped = [p for group in groups for p in group["params"]] if own_clipping(train) else []
         self.step_skipped = False
         """Whether the last optimizer step was skipped (ZeRO and fp16 skip an update whose gradient overflows)."""
 
@@ -243,6 +256,8 @@ class Engine:
             for param in self._zero_unused_gradients:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
+            if self._clipped:
+                torch.nn.utils.clip_grad_norm_(self._clipped, self.train_config.optimizer.grad_clip, foreach=True)
         skipped_before = self._engine.skipped_steps
         self._engine.step()
         if boundary:
