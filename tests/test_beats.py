@@ -142,22 +142,26 @@ def test_gradient_checkpointing_gives_the_same_gradients(plugin):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_layerdrop_compiles_to_one_graph_that_skips_like_eager(plugin):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_layerdrop_compiles_to_one_graph_that_skips_like_eager(plugin, device):
     """Released checkpoints train with layerdrop 0.05. A branch on the draw inside the layer loop sent the
     whole compiled forward back to eager and recompiled on every step seed; now the draw happens before the
     forward and the compiled graph selects each layer's result, with the same outputs and gradients."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
     options = plugin.options({"size": "tiny", "layerdrop": 0.5, "clip_seconds": 1.0,
                               "config": {"encoder_layers": 4, "dropout": 0.0, "attention_dropout": 0.0,
                                          "activation_dropout": 0.0}})
     torch.manual_seed(0)
-    encoder = plugin.build_encoder(options).train()
-    features = plugin.featurize({"waveform": torch.randn(2, 16000) * 0.1}, options)
+    encoder = plugin.build_encoder(options).train().to(device)
+    features = plugin.featurize({"waveform": torch.randn(2, 16000, device=device) * 0.1}, options)
     compiled = torch.compile(encoder, backend="eager", fullgraph=True)  # fullgraph: a graph break fails
     patterns = set()
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seed in range(6):
             encoder.set_step_seed(seed)
-            patterns.add(tuple(encoder.encoder.kept_layers.tolist()))
+            patterns.add(tuple(encoder.encoder.kept_layers))
+            assert encoder.encoder.kept_mask.device.type == device
             grads = []
             for model in (encoder, compiled):
                 encoder.zero_grad()

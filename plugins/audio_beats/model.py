@@ -189,10 +189,11 @@ class BeatsTransformer(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.dropout = nn.Dropout(config.dropout)
         self.layerdrop = config.encoder_layerdrop
-        self.kept_layers: Tensor | None = None
-        """Which layers the next training forward runs (bool per layer, on the CPU), drawn by
-        :meth:`draw_layerdrop`; None: each training forward draws from torch's global generator, as the
-        official code does."""
+        self.kept_layers: list[bool] | None = None
+        """Which layers the next training forward runs, drawn by :meth:`draw_layerdrop`; None: each training
+        forward draws from torch's global generator, as the official code does."""
+        self.kept_mask: Tensor | None = None
+        """The same choice as a bool tensor on the weights' device, for compiled code (see ``forward``)."""
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.gradient_checkpointing = False
         self.attention: AttentionChoice = "auto"
@@ -209,17 +210,25 @@ class BeatsTransformer(nn.Module):
         kernel = resolve_kernel(self.attention, x.device, self.training and self.attention_dropout > 0)
         inputs = AttentionInputs.build(kernel, self.position_bias(x.shape[1], x.device), padding_mask)
         outputs = []
-        kept = self._kept_layers() if self.training and self.layerdrop > 0 else None
+        drops = self.training and self.layerdrop > 0
+        mask: Tensor | None = None
+        kept: list[bool] | None = None  # None: every layer runs
+        if drops and torch.compiler.is_compiling():
+            # a branch on the draw would break the graph in this loop, which sends the whole forward back to
+            # eager; selecting each layer's result keeps one graph (a skipped layer's weights get zero grads)
+            mask = self.kept_mask
+            if mask is None:
+                mask = torch.rand(len(self.layers), device=x.device) > self.layerdrop
+        elif drops:
+            kept = self.kept_layers
+            if kept is None:
+                kept = (torch.rand(len(self.layers)) > self.layerdrop).tolist()
         for index, layer in enumerate(self.layers):
             if self.gradient_decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, self.gradient_decay)
-            if kept is None:
-                x = self._run_layer(layer, x, inputs)
-            elif torch.compiler.is_compiling():
-                # a branch on the draw would break the graph in this loop, which sends the whole forward back
-                # to eager; selecting the result keeps one graph (the skipped layer's weights get zero grads)
-                x = torch.where(kept[index].to(x.device), self._run_layer(layer, x, inputs), x)
-            elif kept[index]:
+            if mask is not None:
+                x = torch.where(mask[index], self._run_layer(layer, x, inputs), x)
+            elif kept is None or kept[index]:
                 x = self._run_layer(layer, x, inputs)
             outputs.append(x)
         if self.layer_norm_first:
@@ -228,13 +237,11 @@ class BeatsTransformer(nn.Module):
 
     def draw_layerdrop(self, seed: int) -> None:
         """Draw which layers the next training forward skips from ``seed``, outside any compiled region."""
-        draws = torch.rand(len(self.layers), generator=torch.Generator().manual_seed(seed))
-        self.kept_layers = draws > self.layerdrop
-
-    def _kept_layers(self) -> Tensor:
-        if self.kept_layers is not None:
-            return self.kept_layers
-        return torch.rand(len(self.layers)) > self.layerdrop
+        kept = torch.rand(len(self.layers), generator=torch.Generator().manual_seed(seed)) > self.layerdrop
+        self.kept_layers = kept.tolist()  # eager code branches on these without touching the device
+        device = self.layer_norm.weight.device
+        # pinned and non-blocking: a pageable copy to a GPU may wait for the stream, a host sync per step
+        self.kept_mask = kept.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else kept
 
     def _run_layer(self, layer: nn.Module, x: Tensor, inputs: AttentionInputs) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
